@@ -39,8 +39,11 @@ def _base_url(value: str) -> str:
             f"plain http:// is refused for non-loopback host {host!r}: bearer tokens and "
             "Store ID keys would cross the network in clear text; use https://"
         )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValidationError(f"an endpoint must not carry credentials, a query or a fragment: {value!r}")
+    if parts.username or parts.password:
+        # Not echoed: the URL itself holds a secret.
+        raise ValidationError(f"an endpoint must not carry credentials (host {host!r})")
+    if parts.query or parts.fragment:
+        raise ValidationError(f"an endpoint must not carry a query or a fragment: {value!r}")
     return value.rstrip("/")
 
 

@@ -19,7 +19,7 @@ import enum
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import attrs
 import orjson
@@ -187,7 +187,10 @@ class NotFoundError(StoreError):
 
 
 class ConflictError(StoreError):
-    """409: the resource is not in a state that allows it (offline license *not owned*/*not offline*)."""
+    """409: the resource is not in a state that allows it.
+
+    For an offline license: the organisation does not own the product, or it is not offline.
+    """
 
 
 class RequestTimeoutError(StoreError):
@@ -367,7 +370,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     """
     try:
         service_error = _parse_service_error(body)
-    except Exception:  # noqa: BLE001 - this function must never raise
+    except Exception:
         service_error = None
     code = service_error.code if service_error else None
     inner = service_error.inner_error if service_error else None
@@ -382,10 +385,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
             else "no error details"
         )
     cls: type[StoreError]
-    if status >= 500:
-        cls = ServiceUnavailableError
-    else:
-        cls = _BY_STATUS.get(status, StoreError)
+    cls = ServiceUnavailableError if status >= 500 else _BY_STATUS.get(status, StoreError)
     retry_after = None
     if status in (429, 503):
         retry_after = parse_retry_after(_header(headers, "Retry-After"))

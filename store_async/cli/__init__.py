@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     assert module is not None  # argparse exits on an unknown or missing command
     try:
-        return int(module.run(args))  # type: ignore[attr-defined]
+        return int(module.run(args))
     except StoreError as error:
         # Typed errors carry no secrets; print them plainly, without a traceback.
         print(f"store-async {args.command}: {error}", file=sys.stderr)
