@@ -151,7 +151,7 @@ class StoreIdKey:
         _decode_json_object(header_segment, "header")
         claims = _decode_json_object(claims_segment, "claims")
         if not _SEGMENT.fullmatch(signature_segment):
-            raise InvalidStoreIdKeyError("Store ID key signature is not base64url")
+            raise InvalidStoreIdKeyError("Store ID key signature segment is not base64url")
 
         audience, kind = _audience(claims)
         issued_at = _time(claims, "iat")
@@ -210,17 +210,17 @@ class StoreIdKey:
 def _decode_json_object(segment: str, part: str) -> dict[str, Any]:
     """Decode one base64url JWT segment holding a JSON object ("header" or "claims")."""
     if not segment or not _SEGMENT.fullmatch(segment):
-        raise InvalidStoreIdKeyError(f"Store ID key {part} is not base64url")
+        raise InvalidStoreIdKeyError(f"Store ID key {part} segment is not base64url")
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidStoreIdKeyError(f"Store ID key {part} is not base64url") from None
+        raise InvalidStoreIdKeyError(f"Store ID key {part} segment is not base64url") from None
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise InvalidStoreIdKeyError(f"Store ID key {part} is not JSON") from None
+        raise InvalidStoreIdKeyError(f"Store ID key {part} segment is not JSON") from None
     if not isinstance(document, dict):
-        raise InvalidStoreIdKeyError(f"Store ID key {part} is not a JSON object")
+        raise InvalidStoreIdKeyError(f"Store ID key {part} segment is not a JSON object")
     return document
 
 
