@@ -1,0 +1,394 @@
+"""``StoreEmulator``: a real HTTP server that behaves like the Microsoft Store services.
+
+Use it as an async context manager::
+
+    async with StoreEmulator(faults=FaultPlan(rate=0.1, seed=7)) as emu:
+        item = emu.add_consumable("user-1", "9NBLGGH42CFD")
+        async with StoreClient(emu.credential(), endpoints=emu.endpoints) as store:
+            await store.consume(ConsumeRequest.for_item(
+                UserIdentity(identity_value="user-1", local_ticket_reference="ref"),
+                item.item_id,
+            ))
+        assert emu.ledger.total == 1
+
+Every API family is served on one base URL (:attr:`StoreEmulator.url`), with the real paths.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from types import TracebackType
+from typing import Final, Literal
+
+from aiohttp import web
+
+from store_async.credentials import StaticTokenCredential
+from store_async.emulator.faults import FaultPlan, FaultSequence
+from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
+from store_async.emulator.ledger import Ledger
+from store_async.emulator.service import StoreService
+from store_async.emulator.state import BusinessProduct, CatalogProduct, Item, StoreState
+from store_async.emulator.stats import EmulatorStats
+from store_async.emulator.tls import TlsMaterial
+from store_async.emulator.tokens import STORE_AUDIENCE, AccessTokens
+from store_async.emulator.wire import new_guid
+from store_async.endpoints import Endpoints
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_TENANT_ID",
+    "StoreEmulator",
+]
+
+DEFAULT_TENANT_ID: Final = "5f1c9e7a-1d2b-4c3d-9e8f-0a1b2c3d4e5f"
+DEFAULT_CLIENT_ID: Final = "0d4f7a2c-6b1e-4f3a-8c9d-7e6f5a4b3c2d"
+DEFAULT_CLIENT_SECRET: Final = "emulator-client-secret"
+
+
+class StoreEmulator:
+    """The Store (Collections, Purchase, Store ID keys, Store for Business) and an Entra ID
+    token endpoint, on one loopback port, with seeded fault injection.
+
+    Arguments (all keyword-only):
+
+    - ``faults``: a :class:`FaultPlan` (none by default).
+    - ``tls``: serve HTTPS with a throw-away ``trustme`` CA (see :attr:`ca_file`).
+    - ``strict_keys``: refuse identity values that are not Store ID keys minted here (by
+      default any non-JWT string is an opaque test user id).
+    - ``auto_create``: create a consumable (or free product, or business product) the first
+      time a request names an unknown one, so load tests need no seeding.
+    - ``host``, ``port``: where to listen (``port=0``: any free port).
+    - ``tenant_id``, ``client_id``, ``client_secret``: the app registration that the token
+      endpoint accepts (defaults: :data:`DEFAULT_TENANT_ID`, :data:`DEFAULT_CLIENT_ID`,
+      :data:`DEFAULT_CLIENT_SECRET`).
+    - ``dev_token``: a bearer token accepted as the client's own (random by default).
+    - ``token_lifetime``: seconds an issued access token lives (``expires_in``).
+    - ``key_lifetime``: seconds a minted Store ID key lives (30 days).
+    - ``wire_variants``: answer with the documentation's alternative spellings
+      (``createdtime``, ``devofferId``, ``Title``) instead of its example's.
+    - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
+    """
+
+    def __init__(
+        self,
+        *,
+        faults: FaultPlan | None = None,
+        tls: bool = False,
+        strict_keys: bool = False,
+        auto_create: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tenant_id: str = DEFAULT_TENANT_ID,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        dev_token: str | None = None,
+        token_lifetime: float = 3600.0,
+        key_lifetime: float = DEFAULT_KEY_LIFETIME,
+        wire_variants: bool = False,
+        content_length_on_204: bool = True,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._tls_wanted = tls
+        self._tls: TlsMaterial | None = None
+        self._runner: web.AppRunner | None = None
+        self.faults = faults or FaultPlan()
+        self.ledger = Ledger()
+        """Every applied consume and grant: ``ledger.applied(tracking_id) -> int``."""
+        self.stats = EmulatorStats()
+        """Requests, faults and answers by endpoint."""
+        self._state = StoreState(self.ledger, auto_create=auto_create)
+        self._tokens = AccessTokens(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            lifetime=token_lifetime,
+            dev_token=dev_token or f"emulator-dev-{secrets.token_urlsafe(24)}",
+        )
+        self._keys = StoreIdKeys(lifetime=key_lifetime)
+        self._sequence: FaultSequence = self.faults.sequence()
+        self._service = StoreService(
+            state=self._state,
+            tokens=self._tokens,
+            keys=self._keys,
+            faults=self._sequence,
+            stats=self.stats,
+            strict_keys=strict_keys,
+            wire_variants=wire_variants,
+            content_length_on_204=content_length_on_204,
+        )
+        self._url: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen; :attr:`url` is known afterwards."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        if self._tls_wanted:
+            self._tls = TlsMaterial(self.host)
+        runner = web.AppRunner(
+            self._service.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(
+                runner,
+                self.host,
+                self._port,
+                ssl_context=self._tls.server_context() if self._tls else None,
+                backlog=1024,
+            )
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._url = f"{'https' if self._tls else 'http'}://{host}:{port}"
+        self._keys.refresh_base_url = self._url
+        self._tokens.authority_url = self._url
+
+    async def stop(self) -> None:
+        """Stop listening, close connections and remove the temporary CA file."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._tls is not None:
+            self._tls.close()
+
+    async def __aenter__(self) -> StoreEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- where and who -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of every API family, e.g. ``http://127.0.0.1:40123`` (no trailing slash)."""
+        if self._url is None:
+            raise RuntimeError("the emulator is not started: use 'async with StoreEmulator()'")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """``Endpoints.single(url)``: Collections, Purchase and Business all here."""
+        return Endpoints.single(self.url)
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` for azure-identity's ``authority=`` (it adds ``https://``)."""
+        return self.url.split("://", 1)[1]
+
+    @property
+    def tenant_id(self) -> str:
+        return self._tokens.tenant_id
+
+    @property
+    def client_id(self) -> str:
+        return self._tokens.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self._tokens._client_secret
+
+    @property
+    def dev_token(self) -> str:
+        """A bearer token the emulator accepts as :attr:`client_id`'s, never expiring."""
+        return self._tokens.dev_token
+
+    @property
+    def fault_seed(self) -> int:
+        """The seed in use (chosen at random when the plan has none): replay with it."""
+        return self._sequence.seed
+
+    @property
+    def tokens_issued(self) -> int:
+        """Access tokens the token endpoint has issued."""
+        return self._tokens.issued
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate (PEM) to trust; only with ``tls=True``."""
+        return self._require_tls().ca_pem
+
+    @property
+    def ca_file(self) -> str:
+        """Path of a PEM file with the CA, for azure-identity's ``connection_verify=``."""
+        return self._require_tls().ca_file
+
+    def client_ssl_context(self) -> object:
+        """An ``ssl.SSLContext`` that trusts the emulator's CA (for aiohttp connectors)."""
+        return self._require_tls().client_context()
+
+    def credential(self) -> StaticTokenCredential:
+        """A credential whose token (:attr:`dev_token`) the emulator accepts."""
+        return StaticTokenCredential(self.dev_token)
+
+    def _require_tls(self) -> TlsMaterial:
+        if self._tls is None:
+            raise RuntimeError(
+                "TLS material exists only with StoreEmulator(tls=True), once started"
+            )
+        return self._tls
+
+    # -- tokens and keys -----------------------------------------------------------------
+
+    def mint_access_token(
+        self,
+        *,
+        client_id: str | None = None,
+        appid: bool = True,
+        audience: str = STORE_AUDIENCE,
+        lifetime: float | None = None,
+    ) -> str:
+        """An access token as the token endpoint would issue (for :attr:`client_id` unless
+        given; ``appid=False`` leaves the claim out; ``lifetime`` may be <= 0: expired)."""
+        owner = (client_id or self.client_id) if appid else None
+        return self._tokens.mint(client_id=owner, audience=audience, lifetime=lifetime)
+
+    def expire_tokens(self) -> int:
+        """Expire every issued access token (not :attr:`dev_token`), to test refresh."""
+        return self._tokens.expire_all()
+
+    def mint_store_id_key(
+        self,
+        user_id: str,
+        kind: Literal["collections", "purchase"] = "collections",
+        *,
+        client_id: str | None = None,
+        publisher_user_id: str | None = None,
+        issued_at: float | None = None,
+        lifetime: float | None = None,
+    ) -> str:
+        """A Store ID key for ``user_id`` signed by this emulator. ``issued_at`` (epoch
+        seconds) in the past and a short ``lifetime`` make expired keys; another
+        ``client_id`` makes keys that fail with ``InconsistentClientId``."""
+        return self._keys.mint(
+            user_id,
+            kind,
+            client_id=client_id or self.client_id,
+            publisher_user_id=publisher_user_id,
+            issued_at=issued_at,
+            lifetime=lifetime,
+        )
+
+    def revoke_store_id_key(self, key: str) -> None:
+        """Refuse this key from now on (the service may revoke keys before they expire)."""
+        self._keys.revoke(key)
+
+    # -- seeding -------------------------------------------------------------------------
+
+    def add_consumable(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        sku_id: str = "0010",
+        item_id: str | None = None,
+        transaction_id: str | None = None,
+    ) -> Item:
+        """Give ``user_id`` one unconsumed ``UnmanagedConsumable``; returns the live item
+        (``item_id``, ``transaction_id``, ``consumed``...). Each call is one purchase with
+        its own item id."""
+        return self._state.add_item(
+            user_id,
+            product_id,
+            product_type="UnmanagedConsumable",
+            sku_id=sku_id,
+            item_id=item_id,
+            transaction_id=transaction_id,
+        )
+
+    def add_item(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        product_type: str = "Durable",
+        sku_id: str = "0010",
+        item_id: str | None = None,
+        acquired: datetime | None = None,
+        end_date: datetime | None = None,
+        status: str = "Active",
+        parent_product_id: str | None = None,
+    ) -> Item:
+        """Give ``user_id`` an item of any product type (``Application``, ``Durable``,
+        ``Game``, ``UnmanagedConsumable``)."""
+        return self._state.add_item(
+            user_id,
+            product_id,
+            product_type=product_type,
+            sku_id=sku_id,
+            item_id=item_id,
+            acquired=acquired,
+            end_date=end_date,
+            status=status,
+            parent_product_id=parent_product_id,
+        )
+
+    def items_of(self, user_id: str) -> list[Item]:
+        """All items of a user, consumed ones included, oldest first."""
+        return self._state.items_of(user_id)
+
+    def add_free_product(
+        self,
+        product_id: str,
+        sku_id: str = "0010",
+        *,
+        availability_id: str | None = None,
+        product_type: str = "Durable",
+        title: str = "Emulated free product",
+    ) -> CatalogProduct:
+        """A product that grant accepts."""
+        return self.add_product(product_id, sku_id, availability_id=availability_id,
+                                product_type=product_type, title=title, price=0.0)  # fmt: skip
+
+    def add_product(
+        self,
+        product_id: str,
+        sku_id: str = "0010",
+        *,
+        availability_id: str | None = None,
+        product_type: str = "Durable",
+        title: str = "Emulated product",
+        price: float = 4.99,
+    ) -> CatalogProduct:
+        """A catalog product; grant refuses it unless ``price`` is 0."""
+        product = CatalogProduct(
+            product_id=product_id,
+            sku_id=sku_id,
+            availability_id=availability_id or new_guid().replace("-", "")[:12].upper(),
+            product_type=product_type,
+            title=title,
+            price=price,
+        )
+        return self._state.add_product(product)
+
+    def add_business_product(
+        self, product_id: str, sku_id: str = "0016", *, owned: bool = True, offline: bool = True
+    ) -> BusinessProduct:
+        """A Store for Business product: offline license 409 when not ``owned`` or not
+        ``offline``; 404 for products never added."""
+        product = BusinessProduct(product_id, sku_id, owned=owned, offline=offline)
+        self._state.business[(product_id, sku_id)] = product
+        return product
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return f"StoreEmulator({where}, faults={self.faults.rate_for('consume')})"

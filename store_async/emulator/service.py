@@ -1,0 +1,308 @@
+"""The emulator's HTTP face: routes, bearer and key checks, fault injection, headers.
+
+Every Store route runs through :meth:`StoreService.serve`, which draws the fault decision for
+the request (one draw per request, in arrival order), applies faults that happen before the
+commit (reset, 429, 503, slow), runs the handler (which may apply the change), then applies
+the faults that happen after it (dropped answer, 500). Every answer carries ``MS-CorrelationId``
+(the caller's, echoed, when sent), ``MS-RequestId``, ``MS-CV`` and ``MS-ServerId``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import hdrs, web
+
+from store_async.emulator.faults import FaultKind, FaultSequence
+from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
+from store_async.emulator.state import StoreState
+from store_async.emulator.stats import ABORTED, EmulatorStats
+from store_async.emulator.tokens import AccessTokens
+from store_async.emulator.wire import ApiError, error_body, lowered, new_guid
+
+__all__ = ["StoreService"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_TOKEN_INVALID: Final = "AuthenticationTokenInvalid"
+_INCONSISTENT: Final = "InconsistentClientId"
+_JSON: Final = "application/json"
+# The front door that signs the error body, as in the one published sample ("PurchaseFD").
+_SOURCES: Final = {
+    "query": "CollectionsFD",
+    "consume": "CollectionsFD",
+    "renew": "CollectionsFD",
+    "grant": "PurchaseFD",
+    "offline_license": "BusinessStoreFD",
+    "token": "EntraID",
+}
+_FAULT_ANSWERS: Final = {
+    FaultKind.HTTP_429: (429, "RateLimitExceeded", "Rate limit of 200 operations per 300 "
+                         "seconds exceeded on aspect {userId; publisherId}."),
+    FaultKind.HTTP_503: (503, "ServiceUnavailable", "The service is temporarily unavailable."),
+    FaultKind.HTTP_500: (500, "InternalServerError", "An internal error occurred."),
+}  # fmt: skip
+
+
+class StoreService:
+    """Routes and checks over a :class:`StoreState`; owned by a ``StoreEmulator``."""
+
+    def __init__(
+        self,
+        *,
+        state: StoreState,
+        tokens: AccessTokens,
+        keys: StoreIdKeys,
+        faults: FaultSequence,
+        stats: EmulatorStats,
+        strict_keys: bool,
+        wire_variants: bool,
+        content_length_on_204: bool,
+    ) -> None:
+        self.state = state
+        self.tokens = tokens
+        self.keys = keys
+        self.faults = faults
+        self.stats = stats
+        self.strict_keys = strict_keys
+        self.wire_variants = wire_variants
+        self.content_length_on_204 = content_length_on_204
+        self._request_number = 0
+        retry_after = faults.plan.retry_after
+        self._retry_after = str(int(retry_after)) if retry_after.is_integer() else str(retry_after)
+        self._server_id = f"store-emulator-{os.getpid()}"
+
+    def application(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(client_max_size=1024 * 1024)
+        routes = {
+            "/v6.0/collections/query": ("query", self._query),
+            "/v6.0/collections/consume": ("consume", self._consume),
+            "/v6.0/purchases/grant": ("grant", self._grant),
+            "/v6.0/b2b/keys/renew": ("renew", self._renew),
+            "/V1/Products/{productId}/{skuId}/OfflineLicense/{contentId}": (
+                "offline_license",
+                self._offline_license,
+            ),
+            "/{tenant}/oauth2/v2.0/token": ("token", self._token_v2),
+            "/{tenant}/oauth2/token": ("token", self._token_v1),
+        }
+        for path, (endpoint, handler) in routes.items():
+            app.router.add_post(path, self._route(endpoint, handler))
+        if self.content_length_on_204:
+            app.on_response_prepare.append(_content_length_zero)
+        return app
+
+    def _route(self, endpoint: str, handler: Handler) -> Handler:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return await self.serve(request, endpoint, handler)
+
+        return serve
+
+    async def serve(
+        self, request: web.Request, endpoint: str, handler: Handler
+    ) -> web.StreamResponse:
+        """One request, with its fault decision."""
+        self._request_number += 1
+        fault = self.faults.decide(endpoint)
+        stats = self.stats
+        stats.requests[endpoint] += 1
+        if fault is not None:
+            stats.faults[(endpoint, fault)] += 1
+            stats.fault_log.append((self._request_number, endpoint, fault))
+            if fault is FaultKind.RESET_BEFORE_COMMIT:
+                return self._cut(request, endpoint, reset=True)
+            if fault is FaultKind.HTTP_429 or fault is FaultKind.HTTP_503:
+                return self._fault_answer(request, endpoint, fault)
+            if fault is FaultKind.SLOW:
+                await asyncio.sleep(self.faults.plan.slow_seconds)
+        try:
+            response = await handler(request)
+        except ApiError as error:
+            response = self._error(request, endpoint, error)
+        if fault is FaultKind.DROP_AFTER_COMMIT:
+            return self._cut(request, endpoint, reset=False)
+        if fault is FaultKind.HTTP_500:
+            return self._fault_answer(request, endpoint, fault)
+        stats.answers[(endpoint, response.status)] += 1
+        return response
+
+    # -- answers -------------------------------------------------------------------------
+
+    def _headers(self, request: web.Request) -> dict[str, str]:
+        incoming_cv = request.headers.get("MS-CV")
+        return {
+            "MS-CorrelationId": request.headers.get("MS-CorrelationId") or new_guid(),
+            "MS-RequestId": new_guid(),
+            "MS-CV": f"{incoming_cv}.0" if incoming_cv else f"{os.urandom(12).hex()}.0",
+            "MS-ServerId": self._server_id,
+        }
+
+    def _json(self, request: web.Request, status: int, document: Any) -> web.Response:
+        return web.Response(
+            status=status,
+            body=orjson.dumps(document),
+            content_type=_JSON,
+            headers=self._headers(request),
+        )
+
+    def _error(self, request: web.Request, endpoint: str, error: ApiError) -> web.Response:
+        headers = self._headers(request)
+        headers.update(error.headers)
+        body = error_body(error.status, error.inner_code, error.message,
+                          source=_SOURCES[endpoint], details=error.details)  # fmt: skip
+        return web.Response(status=error.status, body=body, content_type=_JSON, headers=headers)
+
+    def _fault_answer(self, request: web.Request, endpoint: str, fault: FaultKind) -> web.Response:
+        status, code, message = _FAULT_ANSWERS[fault]
+        extra = {} if fault is FaultKind.HTTP_500 else {"Retry-After": self._retry_after}
+        self.stats.answers[(endpoint, status)] += 1
+        return self._error(request, endpoint, ApiError(status, code, message, headers=extra))
+
+    def _cut(self, request: web.Request, endpoint: str, *, reset: bool) -> web.Response:
+        """Close the connection without an answer; ``reset`` sends a TCP RST (SO_LINGER 0)."""
+        self.stats.answers[(endpoint, ABORTED)] += 1
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if reset and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        # aiohttp cannot write this to the closed transport and drops it quietly.
+        return web.Response(status=204)
+
+    # -- checks --------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            document = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise ApiError.invalid("The request body is not valid JSON.", "body") from None
+        body = lowered(document)
+        if body is None:
+            raise ApiError.invalid("The request body must be a JSON object.", "body")
+        return body
+
+    def _user_for_key(self, value: str, kind: str, client_id: str) -> tuple[str, str]:
+        """``(user id, publisher user id)`` behind a Store ID key or an opaque test user."""
+        if looks_like_jwt(value):
+            try:
+                claims = self.keys.verify(value)
+            except KeyRejected as rejected:
+                raise ApiError(
+                    401, _TOKEN_INVALID, f"The Store ID key is invalid: {rejected}."
+                ) from None
+            if claims.kind != kind:
+                raise ApiError(401, _TOKEN_INVALID, f"A {claims.kind} key cannot be used here.")
+            if claims.client_id != client_id:
+                raise ApiError(
+                    401, _INCONSISTENT, "The key's clientId differs from the token's appid."
+                )
+            return claims.user_id, claims.publisher_user_id
+        if self.strict_keys:
+            raise ApiError(401, _TOKEN_INVALID, "The identity value is not a Store ID key.")
+        return value, value
+
+    def _beneficiary(self, value: Any, field: str, client_id: str) -> tuple[str, str]:
+        """``(user id, localTicketReference)`` of a UserIdentity with a collections key."""
+        identity = lowered(value)
+        if identity is None:
+            raise ApiError.invalid(f"{field} must be a UserIdentity object.", field)
+        identity_type = identity.get("identitytype")
+        key = identity.get("identityvalue")
+        reference = identity.get("localticketreference")
+        type_ok = isinstance(identity_type, str) and identity_type.lower() == "b2b"
+        if type_ok and isinstance(key, str) and key and isinstance(reference, str):
+            user_id, _ = self._user_for_key(key, "collections", client_id)
+            return user_id, reference
+        bad = [] if type_ok else [f"{field}.identityType"]
+        if not isinstance(key, str) or not key:
+            bad.append(f"{field}.identityValue")
+        if not isinstance(reference, str):
+            bad.append(f"{field}.localTicketReference")
+        raise ApiError.invalid(f"Invalid {field}.", *bad)
+
+    # -- routes --------------------------------------------------------------------------
+
+    async def _query(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+        body = await self._body(request)
+        raw = body.get("beneficiaries")
+        if not isinstance(raw, list) or not raw:
+            raise ApiError.invalid("beneficiaries must be a non-empty list.", "beneficiaries")
+        beneficiaries = [self._beneficiary(entry, "beneficiaries", client_id) for entry in raw]
+        return self._json(request, 200, self.state.query(beneficiaries, body))
+
+    async def _consume(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+        body = await self._body(request)
+        user_id, _ = self._beneficiary(body.get("beneficiary"), "beneficiary", client_id)
+        self.state.consume(user_id, body)
+        return web.Response(status=204, headers=self._headers(request))
+
+    async def _grant(self, request: web.Request) -> web.StreamResponse:
+        client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+        body = await self._body(request)
+        key = body.get("b2bkey")
+        if not isinstance(key, str) or not key:
+            raise ApiError.invalid("b2bKey is required.", "b2bKey")
+        user_id, publisher_user_id = self._user_for_key(key, "purchase", client_id)
+        order = self.state.grant(user_id, publisher_user_id, client_id, body,
+                                 variants=self.wire_variants)  # fmt: skip
+        return self._json(request, 200, order)
+
+    async def _renew(self, request: web.Request) -> web.StreamResponse:
+        # No Authorization header on this call: the token travels in the body.
+        body = await self._body(request)
+        ticket, key = body.get("serviceticket"), body.get("key")  # "Key" too (doc example)
+        if not isinstance(ticket, str) or not ticket:
+            raise ApiError.invalid("serviceTicket is required.", "serviceTicket")
+        if not isinstance(key, str) or not key:
+            raise ApiError.invalid("key is required.", "key")
+        client_id = self.tokens.check(ticket)
+        if not looks_like_jwt(key):
+            raise ApiError(401, _TOKEN_INVALID, "The key is not a Store ID key.")
+        try:
+            claims = self.keys.verify(key, for_renewal=True)
+        except KeyRejected as rejected:
+            raise ApiError(
+                401, _TOKEN_INVALID, f"The Store ID key is invalid: {rejected}."
+            ) from None
+        if claims.client_id != client_id:
+            raise ApiError(401, _INCONSISTENT, "The key's clientId differs from the token's appid.")
+        return self._json(request, 200, {"key": self.keys.renew(key)})
+
+    async def _offline_license(self, request: web.Request) -> web.StreamResponse:
+        self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+        info = request.match_info
+        document = self.state.offline_license(
+            info["productId"], info["skuId"], info["contentId"], self.tokens.tenant_id
+        )
+        return self._json(request, 200, document)
+
+    async def _token_v2(self, request: web.Request) -> web.StreamResponse:
+        return await self._token(request, v1=False)
+
+    async def _token_v1(self, request: web.Request) -> web.StreamResponse:
+        return await self._token(request, v1=True)
+
+    async def _token(self, request: web.Request, *, v1: bool) -> web.StreamResponse:
+        form = {
+            key: value for key, value in (await request.post()).items() if isinstance(value, str)
+        }
+        status, document = self.tokens.token_endpoint(request.match_info["tenant"], form, v1=v1)
+        response = self._json(request, status, document)
+        response.headers["Cache-Control"] = "no-store, no-cache"
+        return response
+
+
+async def _content_length_zero(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``Content-Length: 0`` with 204, as the service does (aiohttp drops it, per RFC)."""
+    if response.status == 204:
+        response.headers[hdrs.CONTENT_LENGTH] = "0"

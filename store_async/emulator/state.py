@@ -1,0 +1,466 @@
+"""The emulator's in-memory store: users, their items, free products, orders, licenses.
+
+It works on plain JSON dicts and raises :class:`~store_async.emulator.wire.ApiError` for
+every refusal. Who the caller is (access token, Store ID key) is settled by the server before
+these methods run; here a user is just an id.
+
+Consume semantics (STORE_API.md section 3.2):
+
+- by ``itemId`` + ``trackingId`` or by ``productId`` + ``transactionId``;
+- the same key again for the same item answers 204 again, without applying anything;
+- an item already consumed under *another* key answers **409 Conflict** with inner code
+  ``ItemAlreadyConsumed``. The real service's answer is undocumented; we chose 409 because the
+  request is well-formed and it is the item's state that refuses it (400 ``InvalidParameter``
+  would tell a fulfillment worker its input is malformed, which it is not), and because the
+  client maps 409 to a final ``ConflictError`` that a worker can report as "consumed
+  elsewhere";
+- an unknown item or transaction is **404** ``ItemNotFound`` (unless ``auto_create``, which
+  makes the consumable on first sight, so load tests need no seeding);
+- a product that is not a consumable is 400 ``InvalidParameter``.
+
+Consumed items leave the collection (query no longer returns them), as fulfilled unmanaged
+consumables do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from store_async.emulator.ledger import Ledger
+from store_async.emulator.orders import order_document
+from store_async.emulator.wire import (
+    END_OF_TIME,
+    ApiError,
+    canonical_guid,
+    lowered,
+    new_guid,
+    now,
+    parse_wire_time,
+    wire_time,
+)
+
+__all__ = ["BusinessProduct", "CatalogProduct", "Item", "StoreState"]
+
+PRODUCT_TYPES: Final = {
+    "application": "Application",
+    "durable": "Durable",
+    "game": "Game",
+    "unmanagedconsumable": "UnmanagedConsumable",
+}
+MAX_PAGE_SIZE: Final = 100
+
+
+def item_key(item_id: str) -> str:
+    """Item ids as stored: query sends 32 hex digits, consume examples send hyphenated GUIDs."""
+    guid = canonical_guid(item_id)
+    return guid.replace("-", "") if guid else item_id
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One product a user owns (a ``CollectionItemContractV6`` on the wire). Live state:
+    ``consumed_by`` changes when it is consumed."""
+
+    user_id: str
+    item_id: str
+    product_id: str
+    sku_id: str
+    product_type: str
+    transaction_id: str
+    sequence: int
+    acquired_date: datetime
+    start_date: datetime
+    end_date: datetime | None = None
+    modified_date: datetime = field(default_factory=now)
+    status: str = "Active"
+    parent_product_id: str | None = None
+    order_id: str | None = None
+    order_line_item_id: str | None = None
+    dev_offer_id: str | None = None
+    consumed_by: str | None = None
+    """The idempotency key (trackingId or transactionId) that consumed it."""
+
+    @property
+    def consumed(self) -> bool:
+        return self.consumed_by is not None
+
+    def is_valid(self, moment: datetime) -> bool:
+        """Active and within its start/end dates (``validityType: Valid``)."""
+        in_window = self.start_date <= moment and (self.end_date is None or moment < self.end_date)
+        return self.status == "Active" and in_window
+
+    def to_wire(self, local_ticket_reference: str) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "acquiredDate": wire_time(self.acquired_date),
+            "endDate": wire_time(self.end_date) if self.end_date else END_OF_TIME,
+            "fulfillmentData": [],
+            "inAppOfferToken": self.product_id,
+            "itemId": self.item_id,
+            "localTicketReference": local_ticket_reference,
+            "modifiedDate": wire_time(self.modified_date),
+            "ownershipType": "OwnedByBeneficiary",
+            "productId": self.product_id,
+            "productType": self.product_type,
+            "purchasedCountry": "US",
+            "purchaser": {"identityType": "pub", "identityValue": self.user_id},
+            "quantity": 1,
+            "skuId": self.sku_id,
+            "skuType": "Full",
+            "startDate": wire_time(self.start_date),
+            "status": self.status,
+            "tags": [],
+            "transactionId": self.transaction_id,
+        }
+        if self.order_id:
+            document["orderId"] = self.order_id
+        if self.order_line_item_id:
+            document["orderLineItemId"] = self.order_line_item_id
+        if self.dev_offer_id:
+            document["devOfferId"] = self.dev_offer_id
+        return document
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogProduct:
+    """A product that grant knows; only ``price == 0`` may be granted."""
+
+    product_id: str
+    sku_id: str
+    availability_id: str
+    product_type: str = "Durable"
+    title: str = "Emulated product"
+    price: float = 0.0
+
+
+@dataclass(slots=True)
+class BusinessProduct:
+    """A Store for Business product, for offline licenses."""
+
+    product_id: str
+    sku_id: str
+    owned: bool = True
+    offline: bool = True
+    license_instance_id: str = field(default_factory=new_guid)
+
+
+@dataclass(slots=True)
+class _User:
+    items: dict[str, Item] = field(default_factory=dict)
+    by_transaction: dict[tuple[str, str], Item] = field(default_factory=dict)
+
+
+class StoreState:
+    """Users, items, the free-product catalog, orders and business products."""
+
+    def __init__(self, ledger: Ledger, *, auto_create: bool = False) -> None:
+        self.ledger = ledger
+        self.auto_create = auto_create
+        self._users: dict[str, _User] = {}
+        self._sequence = itertools.count(1)
+        self.catalog: dict[tuple[str, str], CatalogProduct] = {}
+        self.business: dict[tuple[str, str], BusinessProduct] = {}
+        self._orders: dict[tuple[str, str], tuple[tuple[str, str, str], dict[str, Any]]] = {}
+
+    # -- items ---------------------------------------------------------------------------
+
+    def add_item(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        product_type: str = "Durable",
+        sku_id: str = "0010",
+        item_id: str | None = None,
+        transaction_id: str | None = None,
+        acquired: datetime | None = None,
+        end_date: datetime | None = None,
+        status: str = "Active",
+        parent_product_id: str | None = None,
+        order_id: str | None = None,
+    ) -> Item:
+        """Give ``user_id`` (created on demand) one item; returns the live record."""
+        canonical_type = PRODUCT_TYPES.get(product_type.lower())
+        if canonical_type is None:
+            raise ValueError(f"product_type must be one of {sorted(PRODUCT_TYPES.values())}")
+        user = self._users.setdefault(user_id, _User())
+        key = item_key(item_id) if item_id else os.urandom(16).hex()
+        if key in user.items:
+            raise ValueError(f"user {user_id!r} already owns an item with id {key!r}")
+        moment = acquired or now()
+        transaction = canonical_guid(transaction_id) if transaction_id else new_guid()
+        if transaction is None:
+            raise ValueError(f"transaction_id must be a GUID, got {transaction_id!r}")
+        item = Item(
+            user_id=user_id,
+            item_id=key,
+            product_id=product_id,
+            sku_id=sku_id,
+            product_type=canonical_type,
+            transaction_id=transaction,
+            sequence=next(self._sequence),
+            acquired_date=moment,
+            start_date=moment,
+            end_date=end_date,
+            modified_date=moment,
+            status=status,
+            parent_product_id=parent_product_id,
+            order_id=order_id,
+            order_line_item_id=new_guid() if order_id else None,
+        )
+        user.items[key] = item
+        user.by_transaction[(product_id, transaction)] = item
+        return item
+
+    def items_of(self, user_id: str) -> list[Item]:
+        """Every item of a user, consumed ones included, oldest first."""
+        user = self._users.get(user_id)
+        return list(user.items.values()) if user else []
+
+    # -- consume -------------------------------------------------------------------------
+
+    def consume(self, user_id: str, body: dict[str, Any]) -> None:
+        """Apply (or replay) one consume; ``body`` has lowercase keys. Raises ``ApiError``."""
+        item_id, tracking = body.get("itemid"), body.get("trackingid")
+        product_id, transaction = body.get("productid"), body.get("transactionid")
+        by_item = item_id is not None or tracking is not None
+        by_transaction = product_id is not None or transaction is not None
+        if by_item == by_transaction:
+            raise ApiError.invalid(
+                "Send either itemId and trackingId, or productId and transactionId.",
+                "itemId", "trackingId", "productId", "transactionId",
+            )  # fmt: skip
+        user = self._users.get(user_id)
+        if by_item:
+            key = canonical_guid(tracking)
+            if not isinstance(item_id, str) or not item_id or key is None:
+                raise ApiError.invalid(
+                    "itemId must be a non-empty string and trackingId a GUID.",
+                    *(["itemId"] if not isinstance(item_id, str) or not item_id else []),
+                    *(["trackingId"] if key is None else []),
+                )
+            item = user.items.get(item_key(item_id)) if user else None
+            if item is None and self.auto_create:
+                item = self.add_item(user_id, "auto-consumable", product_type="UnmanagedConsumable",
+                                     item_id=item_id)  # fmt: skip
+        else:
+            key = canonical_guid(transaction)
+            if not isinstance(product_id, str) or not product_id or key is None:
+                raise ApiError.invalid(
+                    "productId must be a non-empty string and transactionId a GUID.",
+                    *(["productId"] if not isinstance(product_id, str) or not product_id else []),
+                    *(["transactionId"] if key is None else []),
+                )
+            item = user.by_transaction.get((product_id, key)) if user else None
+            if item is None and self.auto_create:
+                item = self.add_item(user_id, product_id, product_type="UnmanagedConsumable",
+                                     transaction_id=key)  # fmt: skip
+        if item is None:
+            raise ApiError(404, "ItemNotFound", "The user owns no such item.")
+        if item.consumed_by is not None:
+            if item.consumed_by == key:
+                return  # a replay: same answer, nothing applied
+            raise ApiError(409, "ItemAlreadyConsumed", "The item was already consumed.")
+        if item.product_type != "UnmanagedConsumable":
+            raise ApiError.invalid("The item is not a consumable product.", "itemId")
+        item.consumed_by = key
+        item.modified_date = now()
+        self.ledger.record("consume", key, user_id=user_id, subject=item.item_id)
+
+    # -- query ---------------------------------------------------------------------------
+
+    def query(self, beneficiaries: list[tuple[str, str]], body: dict[str, Any]) -> dict[str, Any]:
+        """One page of items for ``(user_id, localTicketReference)`` pairs."""
+        types = body.get("producttypes")
+        if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+            raise ApiError.invalid(
+                "productTypes must be a non-empty list of strings.", "productTypes"
+            )
+        wanted_types = {PRODUCT_TYPES.get(t.lower()) for t in types}
+        if None in wanted_types:
+            raise ApiError.invalid(
+                f"productTypes accepts {sorted(PRODUCT_TYPES.values())}.", "productTypes"
+            )
+        page_size = body.get("maxpagesize", MAX_PAGE_SIZE)
+        if page_size is None:
+            page_size = MAX_PAGE_SIZE
+        if type(page_size) is not int or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ApiError.invalid("maxPageSize must be an integer from 1 to 100.", "maxPageSize")
+        after = _read_continuation(body.get("continuationtoken"))
+        filters = _QueryFilters.read(body)
+        moment = now()
+        matches: list[tuple[int, Item, str]] = []
+        for user_id, reference in beneficiaries:
+            user = self._users.get(user_id)
+            for item in user.items.values() if user else ():
+                if (
+                    item.sequence > after
+                    and not item.consumed
+                    and item.product_type in wanted_types
+                    and filters.accept(item, moment)
+                ):
+                    matches.append((item.sequence, item, reference))
+        matches.sort(key=lambda match: match[0])
+        page = matches[:page_size]
+        document: dict[str, Any] = {"items": [item.to_wire(ref) for _, item, ref in page]}
+        if len(matches) > page_size:
+            document["continuationToken"] = _continuation(page[-1][0])
+        return document
+
+    # -- grant ---------------------------------------------------------------------------
+
+    def add_product(self, product: CatalogProduct) -> CatalogProduct:
+        self.catalog[(product.product_id, product.sku_id)] = product
+        return product
+
+    def grant(
+        self, user_id: str, publisher_user_id: str, client_id: str, body: dict[str, Any],
+        *, variants: bool,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Grant a free product (or replay the order with the same ``orderId``)."""
+        required = ("availabilityid", "language", "market", "orderid", "productid", "skuid")
+        names = {"availabilityid": "availabilityId", "orderid": "orderId",
+                 "productid": "productId", "skuid": "skuId"}  # fmt: skip
+        missing = [
+            names.get(k, k) for k in required if not isinstance(body.get(k), str) or not body[k]
+        ]
+        order_id = canonical_guid(body.get("orderid"))
+        if order_id is None and "orderId" not in missing:
+            missing.append("orderId")
+        quantity = body.get("quantity", 1)
+        if quantity != 1 or type(quantity) is not int:
+            missing.append("quantity")
+        if missing:
+            raise ApiError.invalid("Invalid or missing parameters.", *missing)
+        assert order_id is not None
+        product_id, sku_id, availability_id = (
+            body["productid"],
+            body["skuid"],
+            body["availabilityid"],
+        )
+        fingerprint = (product_id, sku_id, availability_id)
+        stored = self._orders.get((user_id, order_id))
+        if stored is not None:
+            if stored[0] != fingerprint:
+                raise ApiError(409, "OrderIdConflict", "The orderId was used for another product.")
+            return stored[1]
+        product = self.catalog.get((product_id, sku_id))
+        if product is None and self.auto_create:
+            product = self.add_product(CatalogProduct(product_id, sku_id, availability_id))
+        if product is None:
+            raise ApiError.invalid("Unknown product or SKU.", "productId", "skuId")
+        if product.availability_id != availability_id:
+            raise ApiError.invalid("Unknown availability for this SKU.", "availabilityId")
+        if product.price != 0:
+            raise ApiError.invalid("Only free products can be granted.", "availabilityId")
+        item = self.add_item(user_id, product_id, product_type=product.product_type,
+                             sku_id=sku_id, order_id=order_id)  # fmt: skip
+        order = order_document(
+            order_id=order_id,
+            line_item_id=item.order_line_item_id or new_guid(),
+            product_id=product_id,
+            sku_id=sku_id,
+            availability_id=availability_id,
+            product_type=product.product_type,
+            title=product.title,
+            publisher_user_id=publisher_user_id,
+            client_id=client_id,
+            body=body,
+            moment=item.acquired_date,
+            variants=variants,
+        )
+        self._orders[(user_id, order_id)] = (fingerprint, order)
+        self.ledger.record("grant", order_id, user_id=user_id, subject=f"{product_id}/{sku_id}")
+        return order
+
+    # -- Store for Business --------------------------------------------------------------
+
+    def offline_license(
+        self, product_id: str, sku_id: str, content_id: str, requestor_id: str
+    ) -> dict[str, Any]:
+        """The OfflineLicense of an owned, offline-licensable product."""
+        product = self.business.get((product_id, sku_id))
+        if product is None and self.auto_create:
+            product = self.business.setdefault(
+                (product_id, sku_id), BusinessProduct(product_id, sku_id)
+            )
+        if product is None:
+            raise ApiError(404, "ProductNotFound", "The product or SKU does not exist.")
+        if not product.owned:
+            raise ApiError(409, "NotOwned", "The organization does not own this product.")
+        if not product.offline:
+            raise ApiError(409, "NotOffline", "The product is not licensed for offline use.")
+        blob = orjson.dumps({"productId": product_id, "skuId": sku_id, "contentId": content_id,
+                             "licenseInstanceId": product.license_instance_id})  # fmt: skip
+        return {
+            "productKey": {"productId": product_id, "skuId": sku_id},
+            "licenseBlob": base64.b64encode(blob).decode(),
+            "licenseInstanceId": product.license_instance_id,
+            "requestorId": requestor_id,
+            "contentId": content_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _QueryFilters:
+    modified_after: datetime | None
+    parent_product_id: str | None
+    product_skus: frozenset[tuple[str, str]] | None
+    valid_only: bool
+
+    @classmethod
+    def read(cls, body: dict[str, Any]) -> _QueryFilters:
+        raw_after = body.get("modifiedafter")
+        modified_after = parse_wire_time(raw_after) if raw_after is not None else None
+        if raw_after is not None and modified_after is None:
+            raise ApiError.invalid("modifiedAfter must be a date and time.", "modifiedAfter")
+        parent = body.get("parentproductid")
+        if parent is not None and not isinstance(parent, str):
+            raise ApiError.invalid("parentProductId must be a string.", "parentProductId")
+        skus = None
+        raw_skus = body.get("productskuids")
+        if raw_skus is not None:
+            pairs = [lowered(entry) for entry in raw_skus] if isinstance(raw_skus, list) else [None]
+            if any(p is None or not p.get("productid") or not p.get("skuid") for p in pairs):
+                raise ApiError.invalid("productSkuIds needs productId and skuId.", "productSkuIds")
+            skus = frozenset((p["productid"], p["skuid"]) for p in pairs if p is not None)
+        validity = body.get("validitytype") or "All"
+        if not isinstance(validity, str) or validity.lower() not in ("all", "valid"):
+            raise ApiError.invalid("validityType must be All or Valid.", "validityType")
+        return cls(modified_after, parent, skus, validity.lower() == "valid")
+
+    def accept(self, item: Item, moment: datetime) -> bool:
+        if self.modified_after is not None and item.modified_date <= self.modified_after:
+            return False
+        if self.parent_product_id is not None and item.parent_product_id != self.parent_product_id:
+            return False
+        if (
+            self.product_skus is not None
+            and (item.product_id, item.sku_id) not in self.product_skus
+        ):
+            return False
+        return not self.valid_only or item.is_valid(moment)
+
+
+def _continuation(after_sequence: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after_sequence})).decode()
+
+
+def _read_continuation(token: Any) -> int:
+    if token is None:
+        return 0
+    try:
+        document = orjson.loads(base64.urlsafe_b64decode(token))
+        after = document["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise ApiError.invalid("Unknown continuationToken.", "continuationToken") from None
+    if type(after) is not int:
+        raise ApiError.invalid("Unknown continuationToken.", "continuationToken")
+    return after
