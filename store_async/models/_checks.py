@@ -1,0 +1,139 @@
+"""Small, fast checks shared by the request records.
+
+Request records are built on the hot path (one :class:`ConsumeRequest` per consume call), so every
+check here is a type test or a precompiled regular expression: no exceptions on the success path,
+no :class:`uuid.UUID` round trip for a GUID that is already canonical.
+
+Error messages name the field and say what to do; they never repeat the offending value, because
+the value may be a secret (a Store ID key, a service ticket).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Final, TypeVar
+from uuid import UUID
+
+from store_async.errors import ValidationError
+
+T = TypeVar("T")
+
+# Canonical form: what we send. Matching it first keeps the common case (a GUID we generated or
+# one already normalised) free of any parsing.
+_CANONICAL_GUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
+)
+# Other spellings we accept and normalise: any case, optional braces, or 32 bare hex digits
+# (the form the query API uses for item ids).
+_HYPHENATED = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ANY_GUID: Final = re.compile(rf"(?:{_HYPHENATED}|\{{{_HYPHENATED}\}}|[0-9a-fA-F]{{32}})\Z")
+
+REDACTED: Final = "<redacted>"
+
+
+def redact(_value: object) -> str:
+    """``repr`` of a secret attribute: never the value."""
+    return REDACTED
+
+
+def new_guid() -> str:
+    """A fresh random (version 4) GUID string, lowercase and hyphenated.
+
+    ``UUID(bytes=os.urandom(16), version=4)`` is what :func:`uuid.uuid4` does, at half the cost
+    (no second object, no extra checks): 122 random bits from the OS.
+    """
+    return str(UUID(bytes=os.urandom(16), version=4))
+
+
+def guid(value: object, field: str) -> str:
+    """Return ``value`` as a lowercase hyphenated GUID string, or raise :class:`ValidationError`.
+
+    Accepts a :class:`uuid.UUID` or a string in 8-4-4-4-12 form (any case, optional braces) or as
+    32 hex digits.
+    """
+    if type(value) is str:
+        if _CANONICAL_GUID.match(value):
+            return value
+        if _ANY_GUID.match(value):
+            return str(UUID(value))
+        raise ValidationError(
+            f"{field} must be a GUID such as '3eea1529-611e-4aee-915c-345494e4ee76' "
+            f"(got a {len(value)}-character string that is not one)"
+        )
+    if isinstance(value, UUID):
+        return str(value)
+    raise ValidationError(
+        f"{field} must be a GUID string or a uuid.UUID, not {type(value).__name__}"
+    )
+
+
+def optional_guid(value: object, field: str) -> str | None:
+    """Like :func:`guid`, but ``None`` stays ``None``."""
+    if value is None or (type(value) is str and _CANONICAL_GUID.match(value)):
+        return value
+    return guid(value, field)
+
+
+def text(value: object, field: str) -> str:
+    """Return ``value`` if it is a non-blank string, else raise :class:`ValidationError`."""
+    if type(value) is str and value and not value.isspace():
+        return value
+    if isinstance(value, str):
+        raise ValidationError(f"{field} must not be empty")
+    raise ValidationError(f"{field} must be a string, not {type(value).__name__}")
+
+
+def optional_text(value: object, field: str) -> str | None:
+    """Like :func:`text`, but ``None`` stays ``None``."""
+    return None if value is None else text(value, field)
+
+
+def aware(value: object, field: str) -> datetime | None:
+    """Accept ``None`` or a timezone-aware :class:`datetime`.
+
+    A naive datetime is refused rather than guessed: local time and UTC differ by hours, and a
+    query filter that is silently hours off is worse than an error.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field} must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise ValidationError(
+            f"{field} must be timezone-aware; pass e.g. datetime.now(timezone.utc)"
+        )
+    return value
+
+
+def tuple_of(value: Iterable[Any], field: str) -> tuple[Any, ...]:
+    """Turn any iterable into a tuple, refusing a bare string (which would split into letters)."""
+    if type(value) is tuple:
+        return value
+    if isinstance(value, (str, bytes)):
+        raise ValidationError(
+            f"{field} must be a list, not a single {type(value).__name__}; wrap it: [value]"
+        )
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ValidationError(
+            f"{field} must be a list or another iterable, not {type(value).__name__}"
+        ) from None
+
+
+def items_of(values: tuple[Any, ...], cls: type[T], field: str) -> None:
+    """Check that every element of ``values`` is a ``cls``."""
+    for index, item in enumerate(values):
+        if not isinstance(item, cls):
+            raise ValidationError(
+                f"{field}[{index}] must be a {cls.__name__}, not {type(item).__name__}"
+            )
+
+
+def texts_of(values: tuple[Any, ...], field: str) -> None:
+    """Check that every element of ``values`` is a non-blank string."""
+    for index, item in enumerate(values):
+        text(item, f"{field}[{index}]")
