@@ -1,0 +1,59 @@
+"""Batch fulfillment: report many consumables as fulfilled, exactly once, across crashes.
+
+::
+
+    from store_async.fulfillment import Fulfiller, SqliteJournal, read_jsonl
+
+    async with StoreClient(credential) as client, SqliteJournal("fulfill.journal") as journal:
+        report = await Fulfiller(client, journal, concurrency=64).run(read_jsonl("in.jsonl"))
+    print(report.summary())
+
+A :class:`Journal` commits an intent row (caller key, idempotency key, request) before the first
+send; success marks it done, an unknown outcome leaves it pending, a permanent refusal marks it
+failed. Running again with the same input skips done rows and resends pending ones under their
+original tracking ids; a key never gets a second tracking id.
+"""
+
+from store_async.fulfillment.fulfiller import ConsumeClient, Fulfiller, Item
+from store_async.fulfillment.journal import (
+    Claim,
+    ClaimOutcome,
+    FailureInfo,
+    Fulfillment,
+    Journal,
+    JournalError,
+    RowState,
+)
+from store_async.fulfillment.report import (
+    ExitCode,
+    FailedRow,
+    FulfillmentReport,
+    FulfillmentStats,
+)
+from store_async.fulfillment.source import LineError, iter_jsonl, parse_line, read_jsonl
+from store_async.fulfillment.sqlite_journal import SqliteJournal
+from store_async.fulfillment.sqlite_reader import JournalReader, JournalRow
+
+__all__ = [
+    "Claim",
+    "ClaimOutcome",
+    "ConsumeClient",
+    "ExitCode",
+    "FailedRow",
+    "FailureInfo",
+    "Fulfiller",
+    "Fulfillment",
+    "FulfillmentReport",
+    "FulfillmentStats",
+    "Item",
+    "Journal",
+    "JournalError",
+    "JournalReader",
+    "JournalRow",
+    "LineError",
+    "RowState",
+    "SqliteJournal",
+    "iter_jsonl",
+    "parse_line",
+    "read_jsonl",
+]

@@ -1,0 +1,353 @@
+"""``Fulfiller``: report many consumables as fulfilled, exactly once, through a journal.
+
+The pipeline, for memory flat in the input size::
+
+    input ──▶ feeder ──claim──▶ journal (group commits, in its own thread)
+                 │
+                 └──▶ bounded queue ──▶ N workers ──consume──▶ Store
+                                             └──mark done / failed / unknown──▶ journal
+
+The feeder reads the input in order and submits each claim at once, without waiting for it, so
+intent commits overlap with the sends already under way. A worker waits until *its* claim is
+durable, and only then sends. At most ``2 × concurrency`` claimed items wait in the queue.
+
+Stopping (:meth:`Fulfiller.stop`, e.g. on SIGINT/SIGTERM): no new item is taken; calls in flight
+get ``grace`` seconds to finish, then are cancelled and stay pending (their intent is durable:
+the next run resends them with the same tracking id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import Protocol, TypeAlias
+
+from store_async.errors import AuthenticationError, OutcomeUnknownError, StoreError
+from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment, Journal
+from store_async.fulfillment.report import FailedRow, FulfillmentReport, FulfillmentStats
+from store_async.fulfillment.source import LineError
+from store_async.models import ConsumeRequest, ConsumeResult
+
+__all__ = ["ConsumeClient", "Fulfiller", "Item"]
+
+Item: TypeAlias = Fulfillment | ConsumeRequest | LineError
+"""What :meth:`Fulfiller.run` accepts: fulfillments, bare requests (keyed by their idempotency
+key), and input errors to report (as :func:`read_jsonl` yields them)."""
+
+_Queued: TypeAlias = tuple[Fulfillment, Awaitable[Claim]] | None
+
+
+class ConsumeClient(Protocol):
+    """What the fulfiller needs from a client: :class:`store_async.StoreClient` has it."""
+
+    async def consume(self, request: ConsumeRequest) -> ConsumeResult: ...
+
+
+class Fulfiller:
+    """Send fulfillments through ``client``, journaled in ``journal``.
+
+    - ``concurrency``: consume calls in flight at most.
+    - ``grace``: seconds in-flight calls get to finish after :meth:`stop`.
+    - ``retry_failed``: resend rows that failed permanently in an earlier run (with their
+      original idempotency key), e.g. after fixing an expired Store ID key in the input.
+    - ``on_rejected``: called with each rejected line as it happens (for live output).
+    - ``max_listed``: how many failures and rejections the report lists (counts are exact).
+    - ``auth_failure_limit``: stop after this many authentication failures in a row (a bad
+      access token would otherwise fail every row).
+
+    The client and the journal are the caller's: :meth:`run` neither opens nor closes them.
+    """
+
+    def __init__(
+        self,
+        client: ConsumeClient,
+        journal: Journal,
+        *,
+        concurrency: int = 64,
+        grace: float = 30.0,
+        retry_failed: bool = False,
+        on_rejected: Callable[[LineError], None] | None = None,
+        max_listed: int = 1000,
+        auth_failure_limit: int = 100,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._client = client
+        self._journal = journal
+        self._concurrency = concurrency
+        self._grace = grace
+        self._retry_failed = retry_failed
+        self._on_rejected = on_rejected
+        self._max_listed = max_listed
+        self._auth_failure_limit = auth_failure_limit
+        self.stats = FulfillmentStats()
+        """Live counters of the current (or last) run."""
+        self._failures: list[FailedRow] = []
+        self._rejections: list[LineError] = []
+        self._stop_reason: str | None = None
+        self._auth_failures_in_a_row = 0
+        self._feeder: asyncio.Task[None] | None = None
+        self._idle: set[asyncio.Task[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._held: _Queued = None  # claimed by the feeder, not yet queued
+        self._orphans: list[_Queued] = []  # taken by a worker cancelled before its claim settled
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._running = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def stop(self, reason: str = "stopped on request") -> None:
+        """Take no new work; give in-flight calls ``grace`` seconds, then cancel them.
+
+        Safe to call from a signal handler installed with ``loop.add_signal_handler``. A second
+        call cancels the in-flight calls at once.
+        """
+        if not self._running:
+            return
+        if self._stop_reason is not None:
+            self._cancel_workers()
+            return
+        self._stop_reason = reason
+        if self._feeder is not None:
+            self._feeder.cancel()
+        for worker in self._idle:
+            worker.cancel()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self._grace, self._cancel_workers)
+
+    def _cancel_workers(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+
+    async def run(self, items: AsyncIterable[Item] | Iterable[Item]) -> FulfillmentReport:
+        """Fulfill every item; return when all are answered or the run is stopped.
+
+        Raises :class:`~store_async.fulfillment.JournalError` if the journal fails (every row
+        stays safe to resend) and lets any unexpected exception of the client through.
+        """
+        if self._running:
+            raise RuntimeError("this Fulfiller is already running")
+        self._running = True
+        self.stats = FulfillmentStats()
+        self._failures, self._rejections = [], []
+        self._stop_reason, self._auth_failures_in_a_row, self._held = None, 0, None
+        self._orphans = []
+        started = time.monotonic()
+        queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=2 * self._concurrency)
+        complete = False
+        try:
+            await self._journal.begin_run(retry_failed=self._retry_failed)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._feeder = group.create_task(self._feed(items, queue))
+                    self._workers = [
+                        group.create_task(self._work(queue)) for _ in range(self._concurrency)
+                    ]
+            except BaseExceptionGroup as errors:  # one failing task cancels the others
+                if len(errors.exceptions) == 1:
+                    raise errors.exceptions[0] from None
+                raise
+            complete = not self.stopping
+            await self._settle_leftovers(queue)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self._journal.flush()  # keep what can be kept; the first error wins
+            raise
+        else:
+            await self._journal.flush()
+        finally:
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            self._running, self._feeder, self._workers = False, None, []
+            self._idle.clear()
+        stats = self.stats
+        return FulfillmentReport(
+            done=stats.done,
+            already_done=stats.already_done,
+            failed=stats.failed,
+            already_failed=stats.already_failed,
+            pending=stats.pending,
+            duplicates=stats.duplicates,
+            rejected=stats.rejected,
+            complete=complete,
+            stop_reason=self._stop_reason,
+            elapsed=time.monotonic() - started,
+            failures=tuple(self._failures),
+            rejections=tuple(self._rejections),
+        )
+
+    # -- feeder -------------------------------------------------------------------------------
+
+    async def _feed(
+        self, items: AsyncIterable[Item] | Iterable[Item], queue: asyncio.Queue[_Queued]
+    ) -> None:
+        claim = self._journal.claim
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if isinstance(items, AsyncIterable):
+                    aclose = getattr(items, "aclose", None)
+                    if aclose is not None:
+                        stack.push_async_callback(aclose)
+                    async for item in items:
+                        fulfillment = self._admit(item)
+                        if fulfillment is not None:
+                            self._held = (fulfillment, claim(fulfillment))
+                            await queue.put(self._held)
+                            self._held = None
+                else:
+                    for item in items:
+                        fulfillment = self._admit(item)
+                        if fulfillment is not None:
+                            self._held = (fulfillment, claim(fulfillment))
+                            await queue.put(self._held)
+                            self._held = None
+            for _ in range(self._concurrency):
+                await queue.put(None)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise  # cancelled from outside, not by stop()
+
+    def _admit(self, item: Item) -> Fulfillment | None:
+        if isinstance(item, Fulfillment):
+            return item
+        if isinstance(item, ConsumeRequest):
+            return Fulfillment.of(item)
+        if isinstance(item, LineError):
+            self._reject(item)
+            return None
+        raise TypeError(
+            "Fulfiller.run takes Fulfillment, ConsumeRequest or LineError items, "
+            f"not {type(item).__name__}"
+        )
+
+    def _reject(self, error: LineError) -> None:
+        self.stats.rejected += 1
+        if len(self._rejections) < self._max_listed:
+            self._rejections.append(error)
+        if self._on_rejected is not None:
+            self._on_rejected(error)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _work(self, queue: asyncio.Queue[_Queued]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self.stopping:
+            self._idle.add(task)
+            try:
+                queued = await queue.get()
+            finally:
+                self._idle.discard(task)
+            if queued is None:
+                return
+            fulfillment, pending_claim = queued
+            try:
+                claim = await pending_claim
+            except asyncio.CancelledError:
+                self._orphans.append(queued)
+                raise
+            if claim.outcome in (ClaimOutcome.SEND, ClaimOutcome.RESEND):
+                assert claim.request is not None
+                await self._send(fulfillment, claim.request)
+            else:
+                self._count_skipped(fulfillment, claim)
+
+    async def _send(self, fulfillment: Fulfillment, request: ConsumeRequest) -> None:
+        stats, journal, key = self.stats, self._journal, fulfillment.key
+        stats.in_flight += 1
+        try:
+            result = await self._client.consume(request)
+        except OutcomeUnknownError as error:
+            stats.pending += 1
+            await journal.mark_unknown(key, error)
+        except StoreError as error:
+            if error.retryable:  # not applied, or safe to resend: the row stays pending
+                stats.pending += 1
+                await journal.mark_unknown(key, error)
+            else:
+                stats.failed += 1
+                await journal.mark_failed(key, error)
+                self._list_failure(fulfillment, request, FailureInfo.from_error(error), False)
+                self._watch_authentication(error)
+        except asyncio.CancelledError:
+            stats.pending += 1  # the intent is durable: the next run resends it
+            raise
+        else:
+            stats.done += 1
+            self._auth_failures_in_a_row = 0
+            await journal.mark_done(key, result)
+        finally:
+            stats.in_flight -= 1
+
+    def _watch_authentication(self, error: StoreError) -> None:
+        if not isinstance(error, AuthenticationError):
+            self._auth_failures_in_a_row = 0
+            return
+        self._auth_failures_in_a_row += 1
+        if self._auth_failures_in_a_row >= self._auth_failure_limit:
+            self.stop(
+                f"{self._auth_failures_in_a_row} authentication failures in a row: check the "
+                "access token and the Store ID keys (rerun with --retry-failed once fixed)"
+            )
+
+    def _list_failure(
+        self,
+        fulfillment: Fulfillment,
+        request: ConsumeRequest,
+        failure: FailureInfo,
+        previously: bool,
+    ) -> None:
+        if len(self._failures) < self._max_listed:
+            self._failures.append(
+                FailedRow(
+                    key=fulfillment.key,
+                    line=fulfillment.line,
+                    idempotency_key=request.idempotency_key,
+                    failure=failure,
+                    previously=previously,
+                )
+            )
+
+    def _count_skipped(
+        self, fulfillment: Fulfillment, claim: Claim, *, unsent: bool = False
+    ) -> None:
+        stats, outcome = self.stats, claim.outcome
+        if outcome is ClaimOutcome.ALREADY_DONE:
+            stats.already_done += 1
+        elif outcome is ClaimOutcome.ALREADY_FAILED:
+            stats.already_failed += 1
+            assert claim.failure is not None
+            self._list_failure(fulfillment, fulfillment.request, claim.failure, True)
+        elif outcome is ClaimOutcome.DUPLICATE:
+            stats.duplicates += 1
+        elif outcome is ClaimOutcome.CONFLICT:
+            self._reject(
+                LineError(
+                    line=fulfillment.line or 0,
+                    message=claim.detail or "conflict",
+                    key=fulfillment.key,
+                )
+            )
+        elif unsent:  # SEND/RESEND claimed before a stop, never sent
+            stats.pending += 1
+
+    async def _settle_leftovers(self, queue: asyncio.Queue[_Queued]) -> None:
+        """After a stop: count the items claimed but never sent (they stay pending)."""
+        leftovers = [self._held, *self._orphans]
+        while not queue.empty():
+            leftovers.append(queue.get_nowait())
+        for queued in leftovers:
+            if queued is None:
+                continue
+            fulfillment, pending_claim = queued
+            try:
+                claim = await pending_claim
+            except asyncio.CancelledError:
+                # The worker awaiting it was cancelled, which cancelled this future too: the
+                # claim may or may not be journaled. Count it as pending; a rerun settles it.
+                claim = Claim(outcome=ClaimOutcome.SEND)
+            self._count_skipped(fulfillment, claim, unsent=True)

@@ -1,0 +1,137 @@
+"""``JournalReader``: read a SQLite journal without disturbing a run that may be writing it.
+
+Used by ``store-async journal`` (summary, export for re-drive) and by tests. It opens the file
+read-only and takes no lock: in WAL mode a reader sees the last committed state while the
+writer goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+
+from store_async.fulfillment._schema import connect
+from store_async.fulfillment.journal import FailureInfo, RowState
+from store_async.models import ConsumeRequest, UserIdentity
+
+__all__ = ["JournalReader", "JournalRow"]
+
+_COLUMNS: Final = """key, idempotency_key, item_id, product_id, identity_type, identity_value,
+    local_ticket_reference, state, attempts, correlation_id, request_id, cv, error_type,
+    error_status, error_code, error_inner_code, error_message, run_id, line, created_at,
+    updated_at"""
+
+
+@attrs.frozen(kw_only=True)
+class JournalRow:
+    """One journaled fulfillment. ``request`` holds the Store ID key (redacted in ``repr``)."""
+
+    key: str
+    request: ConsumeRequest
+    state: RowState
+    attempts: int
+    correlation_id: str | None
+    request_id: str | None
+    cv: str | None
+    failure: FailureInfo | None
+    """The last error: why a failed row failed, or the last unknown outcome of a pending row."""
+    run_id: int
+    line: int | None
+    created_at: float
+    updated_at: float
+
+
+def _row(values: tuple[Any, ...]) -> JournalRow:
+    (key, idempotency_key, item_id, product_id, identity_type, identity_value, ticket, state,
+     attempts, correlation_id, request_id, cv, error_type, status, code, inner_code, message,
+     run_id, line, created_at, updated_at) = values  # fmt: skip
+    beneficiary = UserIdentity(
+        identity_value=identity_value, local_ticket_reference=ticket, identity_type=identity_type
+    )
+    if item_id is not None:
+        request = ConsumeRequest.for_item(beneficiary, item_id, tracking_id=idempotency_key)
+    else:
+        request = ConsumeRequest.for_transaction(beneficiary, product_id, idempotency_key)
+    failure = None
+    if error_type is not None:
+        failure = FailureInfo(
+            error_type=error_type,
+            status=status,
+            code=code,
+            inner_code=inner_code,
+            message=message or "",
+        )
+    return JournalRow(
+        key=key,
+        request=request,
+        state=RowState(state),
+        attempts=attempts,
+        correlation_id=correlation_id,
+        request_id=request_id,
+        cv=cv,
+        failure=failure,
+        run_id=run_id,
+        line=line,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+class JournalReader:
+    """Read-only view of a journal file. Raises :class:`JournalError` if it is not one."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._connection = connect(self.path, readonly=True)
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def counts(self) -> dict[RowState, int]:
+        """Rows per state (every state present, possibly 0)."""
+        counts = dict.fromkeys(RowState, 0)
+        for state, count in self._connection.execute(
+            "SELECT state, count(*) FROM fulfillments GROUP BY state"
+        ):
+            counts[RowState(state)] = count
+        return counts
+
+    def runs(self) -> int:
+        """How many runs used this journal."""
+        return int(self._connection.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    def rows(self, states: Iterable[RowState] = tuple(RowState)) -> Iterator[JournalRow]:
+        """Rows in the given states, in the order they were first claimed; streamed."""
+        wanted = sorted({RowState(state).value for state in states})
+        marks = ", ".join("?" * len(wanted))
+        cursor = self._connection.execute(
+            f"SELECT {_COLUMNS} FROM fulfillments WHERE state IN ({marks}) ORDER BY rowid", wanted
+        )
+        try:
+            while batch := cursor.fetchmany(512):
+                for values in batch:
+                    yield _row(values)
+        finally:
+            cursor.close()
+
+    def row(self, key: str) -> JournalRow | None:
+        """The row of one caller key, if journaled."""
+        values = self._connection.execute(
+            f"SELECT {_COLUMNS} FROM fulfillments WHERE key = ?", (key,)
+        ).fetchone()
+        return None if values is None else _row(values)

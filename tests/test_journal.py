@@ -1,0 +1,382 @@
+"""SqliteJournal: exact row states, claim decisions, group commits, reopening after a crash,
+and typed errors for files that are not journals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from store_async.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    ServiceUnavailableError,
+)
+from store_async.fulfillment import (
+    Claim,
+    ClaimOutcome,
+    FailureInfo,
+    Fulfillment,
+    JournalError,
+    JournalReader,
+    RowState,
+    SqliteJournal,
+)
+from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
+
+SECRET = "eyJ-store-id-key-SECRET"
+USER = UserIdentity(identity_value=SECRET, local_ticket_reference="user-1")
+TRACKING = "3eea1529-611e-4aee-915c-345494e4ee76"
+TRANSACTION = "6a1e2a3b-0f0e-4c1d-8b7a-112233445566"
+
+
+def by_item(key: str, item_id: str = "item-1", tracking_id: str | None = None, *,
+            user: UserIdentity = USER, line: int | None = None) -> Fulfillment:  # fmt: skip
+    request = ConsumeRequest.for_item(user, item_id, tracking_id)
+    return Fulfillment(
+        key=key, request=request, line=line, caller_tracking_id=tracking_id is not None
+    )
+
+
+def by_transaction(key: str, product_id: str = "9NBLGGH4R315", transaction_id: str = TRANSACTION,
+                   *, line: int | None = None) -> Fulfillment:  # fmt: skip
+    request = ConsumeRequest.for_transaction(USER, product_id, transaction_id)
+    return Fulfillment(key=key, request=request, line=line)
+
+
+def read_row(path: Path, key: str):  # type: ignore[no-untyped-def]
+    with JournalReader(path) as reader:
+        return reader.row(key)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "fulfill.journal"
+
+
+async def test_a_new_key_is_journaled_pending_before_the_claim_returns(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        fulfillment = by_item("order-1", tracking_id=TRACKING, line=7)
+        claim = await journal.claim(fulfillment)
+        assert claim == Claim(outcome=ClaimOutcome.SEND, request=fulfillment.request)
+        # Durable now: a separate read-only connection sees it while the journal is open.
+        row = read_row(path, "order-1")
+        assert row is not None
+        assert (row.state, row.request, row.attempts, row.line, row.run_id) == (
+            RowState.PENDING, fulfillment.request, 0, 7, 1,
+        )  # fmt: skip
+        assert row.request.beneficiary.identity_value == SECRET
+        assert row.failure is None
+
+
+async def test_marks_record_exact_outcomes(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        for key in ("done", "failed", "unknown"):
+            await journal.claim(by_item(key, item_id=f"item-{key}"))
+        await journal.mark_done(
+            "done",
+            ConsumeResult(tracking_id=TRACKING, transaction_id=None, attempts=3,
+                          correlation_id="corr-1", request_id="req-1", cv="cv-1"),
+        )  # fmt: skip
+        refused = AuthenticationError(
+            "HTTP 401: The key expired", status=401, code="Unauthorized",
+            inner_code="AuthenticationTokenInvalid", correlation_id="corr-2",
+        )  # fmt: skip
+        await journal.mark_failed("failed", refused)
+        last = ServiceUnavailableError("HTTP 503: busy", status=503)
+        unknown = OutcomeUnknownError("gave up", tracking_id=TRACKING, attempts=4, last_error=last)
+        await journal.mark_unknown("unknown", unknown)
+        await journal.flush()
+        with JournalReader(path) as reader:
+            done, failed, pending = (reader.row(key) for key in ("done", "failed", "unknown"))
+            assert reader.counts() == {RowState.DONE: 1, RowState.FAILED: 1, RowState.PENDING: 1}
+    assert done is not None
+    assert failed is not None
+    assert pending is not None
+    assert (done.state, done.attempts, done.correlation_id, done.request_id, done.cv) == (
+        RowState.DONE, 3, "corr-1", "req-1", "cv-1",
+    )  # fmt: skip
+    assert done.failure is None
+    assert (failed.state, failed.attempts, failed.correlation_id) == (RowState.FAILED, 1, "corr-2")
+    assert failed.failure == FailureInfo(
+        error_type="AuthenticationError", status=401, code="Unauthorized",
+        inner_code="AuthenticationTokenInvalid", message="HTTP 401: The key expired",
+    )  # fmt: skip
+    assert (pending.state, pending.attempts) == (RowState.PENDING, 4)
+    assert pending.failure == FailureInfo(error_type="OutcomeUnknownError", message="gave up")
+
+
+async def test_a_rerun_resends_pending_under_the_original_tracking_id(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        first = by_item("order-1")  # generated tracking id
+        await journal.claim(first)
+    renewed = UserIdentity(identity_value="eyJ-renewed-key", local_ticket_reference="user-1")
+    async with SqliteJournal(path) as journal:
+        assert await journal.begin_run() == 2
+        again = by_item("order-1", user=renewed, line=9)  # another generated tracking id
+        assert again.request.tracking_id != first.request.tracking_id
+        claim = await journal.claim(again)
+    assert claim.outcome is ClaimOutcome.RESEND
+    assert claim.request is not None
+    assert claim.request.tracking_id == first.request.tracking_id
+    assert claim.request.beneficiary == renewed  # the caller's current Store ID key is sent
+    row = read_row(path, "order-1")
+    assert row is not None
+    assert (row.state, row.run_id, row.line) == (RowState.PENDING, 2, 9)
+    assert row.request.tracking_id == first.request.tracking_id
+    assert row.request.beneficiary.identity_value == "eyJ-renewed-key"  # kept for export
+
+
+async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: Path) -> None:
+    refused = InvalidRequestError("HTTP 400: bad item", status=400, code="InvalidParameter")
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        await journal.claim(by_item("done", item_id="a"))
+        await journal.claim(by_item("failed", item_id="b"))
+        await journal.mark_done(
+            "done", ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
+        )
+        await journal.mark_failed("failed", refused)
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        assert await journal.claim(by_item("done", item_id="a")) == Claim(
+            outcome=ClaimOutcome.ALREADY_DONE
+        )
+        assert await journal.claim(by_item("failed", item_id="b")) == Claim(
+            outcome=ClaimOutcome.ALREADY_FAILED, failure=FailureInfo.from_error(refused)
+        )
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run(retry_failed=True)
+        assert (
+            await journal.claim(by_item("done", item_id="a"))
+        ).outcome is ClaimOutcome.ALREADY_DONE
+        resend = await journal.claim(by_item("failed", item_id="b"))
+    assert resend.outcome is ClaimOutcome.RESEND
+    row = read_row(path, "failed")
+    assert row is not None
+    assert row.state is RowState.PENDING
+
+
+async def test_a_key_never_gets_a_second_request(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.begin_run()
+        await journal.claim(by_item("order-1", item_id="item-1", tracking_id=TRACKING, line=1))
+        await journal.claim(by_transaction("order-2", line=2))
+        claims = [
+            await journal.claim(fulfillment)
+            for fulfillment in (
+                by_item("order-1", item_id="item-2", line=3),
+                by_item("order-1", tracking_id="11111111-2222-4333-8444-555555555555", line=4),
+                by_item("other-key", item_id="item-9", tracking_id=TRACKING, line=5),
+                by_transaction("order-2", product_id="9OTHERPRODUCT", line=6),
+                by_transaction("order-3", line=7),
+                by_item("order-2", line=8),
+                by_item("order-1", tracking_id=TRACKING, line=9),
+                by_item("order-1", line=10),
+            )
+        ]
+    assert [(claim.outcome, claim.detail) for claim in claims] == [
+        (ClaimOutcome.CONFLICT,
+         "key 'order-1' is journaled (line 1, run 1) with a different request: itemId differ"),
+        (ClaimOutcome.CONFLICT,
+         "key 'order-1' is journaled (line 1, run 1) with a different request: trackingId differ"),
+        (ClaimOutcome.CONFLICT,
+         "its trackingId is already journaled under another key 'order-1' (line 1)"),
+        (ClaimOutcome.CONFLICT,
+         "key 'order-2' is journaled (line 2, run 1) with a different request: productId differ"),
+        (ClaimOutcome.CONFLICT,
+         "its transactionId is already journaled under another key 'order-2' (line 2)"),
+        (ClaimOutcome.CONFLICT,
+         "key 'order-2' is journaled (line 2, run 1) with a different request: "
+         "the form (itemId+trackingId vs productId+transactionId) differ"),
+        (ClaimOutcome.DUPLICATE, "duplicate of line 1"),
+        (ClaimOutcome.DUPLICATE, "duplicate of line 1"),  # a generated tracking id is not binding
+    ]  # fmt: skip
+    with JournalReader(path) as reader:
+        assert reader.counts()[RowState.PENDING] == 2
+        assert all(SECRET not in (claim.detail or "") for claim in claims)
+
+
+async def test_group_commit_decides_concurrent_claims_in_input_order(path: Path) -> None:
+    """Claims queued while a commit waits are decided in one transaction, in order: of many
+    claims of one key, exactly the first is sent."""
+    async with SqliteJournal(path, synchronous="normal") as journal:
+        await journal.begin_run()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's next transaction waits for this one
+        fulfillments = [by_item(f"key-{n % 1000}", item_id=f"item-{n % 1000}") for n in range(3000)]
+        pending = [journal.claim(fulfillment) for fulfillment in fulfillments]
+        commits_before = journal.commits
+        blocker.execute("COMMIT")
+        blocker.close()
+        claims = await asyncio.gather(*pending)
+        # Batch 1 is what the writer took before blocking; the rest fits in one more batch.
+        assert journal.commits - commits_before <= 2
+    outcomes = [claim.outcome for claim in claims]
+    assert outcomes[:1000] == [ClaimOutcome.SEND] * 1000
+    assert outcomes[1000:] == [ClaimOutcome.DUPLICATE] * 2000
+    with JournalReader(path) as reader:
+        rows = list(reader.rows())
+    assert len(rows) == 1000
+    assert [row.request.tracking_id for row in rows] == [
+        fulfillment.request.tracking_id for fulfillment in fulfillments[:1000]
+    ]
+
+
+async def test_marks_are_lazy_but_bounded(path: Path) -> None:
+    async with SqliteJournal(path, synchronous="normal", max_lazy_marks=10) as journal:
+        await journal.begin_run()
+        await asyncio.gather(*(journal.claim(by_item(f"k{n}", item_id=f"i{n}")) for n in range(50)))
+        result = ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
+        for n in range(50):
+            await journal.mark_done(f"k{n}", result)
+            assert journal._lazy_marks <= 10
+    with JournalReader(path) as reader:
+        assert reader.counts() == {RowState.DONE: 50, RowState.PENDING: 0, RowState.FAILED: 0}
+
+
+async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal
+        from store_async.fulfillment import Fulfillment, SqliteJournal
+        from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
+
+        async def main():
+            journal = SqliteJournal({str(path)!r})
+            await journal.begin_run()
+            user = UserIdentity(identity_value="k", local_ticket_reference="u")
+            claims = [journal.claim(Fulfillment(key=f"k{{n}}",
+                      request=ConsumeRequest.for_item(user, f"i{{n}}"))) for n in range(200)]
+            await asyncio.gather(*claims)
+            for n in range(100):
+                await journal.mark_done(f"k{{n}}", ConsumeResult(
+                    tracking_id=None, transaction_id=None, attempts=1))
+            print("claimed", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+        """
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == -9, stderr
+    assert stdout == b"claimed\n"
+    async with SqliteJournal(path) as journal:  # the lock died with the process
+        assert await journal.begin_run() == 2
+        with JournalReader(path) as reader:
+            counts = reader.counts()
+            # Every claim survived; lazily written done marks may or may not have.
+            assert counts[RowState.PENDING] + counts[RowState.DONE] == 200
+            assert counts[RowState.FAILED] == 0
+
+
+def test_the_file_is_private_and_locked_while_open(path: Path) -> None:
+    async def scenario() -> None:
+        async with SqliteJournal(path) as journal:
+            await journal.begin_run()
+            with pytest.raises(JournalError, match="in use by another process"):
+                SqliteJournal(path)
+            with JournalReader(path) as reader:  # readers need no lock
+                assert reader.runs() == 1
+        await SqliteJournal(path).close()  # released on close
+
+    asyncio.run(scenario())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"key,item\norder-1,item-1\n" * 40,
+            "not a usable store_async journal: file is not a database",
+        ),
+        (os.urandom(4096), "not a usable store_async journal"),
+    ],
+)
+def test_a_file_that_is_not_a_database_is_refused(path: Path, content: bytes, message: str) -> None:
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match=message):
+        SqliteJournal(path)
+    with pytest.raises(JournalError, match=message):
+        JournalReader(path)
+    assert path.read_bytes() == content  # untouched
+
+
+def test_a_foreign_database_is_refused_untouched(path: Path) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE orders (id INTEGER)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(
+        JournalError,
+        match=r"a SQLite database but not a store_async journal \(application_id 0x0\)",
+    ):
+        SqliteJournal(path)
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT name FROM sqlite_schema").fetchall() == [("orders",)]
+    connection.close()
+
+
+def test_a_journal_of_a_newer_schema_is_refused(path: Path) -> None:
+    asyncio.run(SqliteJournal(path).close())
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 2")
+    connection.close()
+    with pytest.raises(JournalError, match="schema version 2, written by a newer store_async"):
+        SqliteJournal(path)
+
+
+def test_unusable_paths_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="cannot open journal"):
+        SqliteJournal(tmp_path / "missing-dir" / "j")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        SqliteJournal(tmp_path)
+    with pytest.raises(JournalError, match="no journal file at"):
+        JournalReader(tmp_path / "nothing")
+    empty = tmp_path / "empty"
+    empty.touch()
+    with pytest.raises(JournalError, match="empty file: no fulfillment was journaled yet"):
+        JournalReader(empty)
+
+
+def test_an_empty_file_becomes_a_journal(path: Path) -> None:
+    path.touch()
+
+    async def scenario() -> int:
+        async with SqliteJournal(path) as journal:
+            return await journal.begin_run()
+
+    assert asyncio.run(scenario()) == 1
+
+
+async def test_a_journal_that_cannot_write_fails_every_waiter_with_a_typed_error(
+    path: Path,
+) -> None:
+    journal = SqliteJournal(path)
+    await journal.begin_run()
+    journal._connection.close()  # simulate an I/O failure under the writer
+    with pytest.raises(JournalError, match="could not be written"):
+        await journal.claim(by_item("k1"))
+    with pytest.raises(JournalError, match="could not be written"):
+        await journal.claim(by_item("k2"))
+    with pytest.raises(JournalError, match="could not be written"):
+        await journal.flush()
+    await journal.mark_done("k1", ConsumeResult(tracking_id=None, transaction_id=None, attempts=1))
+    await journal.close()
+    with pytest.raises(JournalError, match="is closed"):
+        await journal.claim(by_item("k3"))
