@@ -140,10 +140,11 @@ async def test_a_rerun_resends_pending_under_the_original_tracking_id(path: Path
 
 async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: Path) -> None:
     refused = InvalidRequestError("HTTP 400: bad item", status=400, code="InvalidParameter")
+    failed = by_item("failed", item_id="b")
     async with SqliteJournal(path) as journal:
         await journal.begin_run()
         await journal.claim(by_item("done", item_id="a"))
-        await journal.claim(by_item("failed", item_id="b"))
+        await journal.claim(failed)
         await journal.mark_done(
             "done", ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
         )
@@ -154,7 +155,9 @@ async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: P
             outcome=ClaimOutcome.ALREADY_DONE
         )
         assert await journal.claim(by_item("failed", item_id="b")) == Claim(
-            outcome=ClaimOutcome.ALREADY_FAILED, failure=FailureInfo.from_error(refused)
+            outcome=ClaimOutcome.ALREADY_FAILED,
+            request=failed.request,  # as journaled, with its original tracking id
+            failure=FailureInfo.from_error(refused),
         )
     async with SqliteJournal(path) as journal:
         await journal.begin_run(retry_failed=True)
@@ -188,18 +191,18 @@ async def test_a_key_never_gets_a_second_request(path: Path) -> None:
         ]
     assert [(claim.outcome, claim.detail) for claim in claims] == [
         (ClaimOutcome.CONFLICT,
-         "key 'order-1' is journaled (line 1, run 1) with a different request: itemId differ"),
+         "key 'order-1' is journaled (line 1, run 1) with a different request: itemId differs"),
         (ClaimOutcome.CONFLICT,
-         "key 'order-1' is journaled (line 1, run 1) with a different request: trackingId differ"),
+         "key 'order-1' is journaled (line 1, run 1) with a different request: trackingId differs"),
         (ClaimOutcome.CONFLICT,
          "its trackingId is already journaled under another key 'order-1' (line 1)"),
         (ClaimOutcome.CONFLICT,
-         "key 'order-2' is journaled (line 2, run 1) with a different request: productId differ"),
+         "key 'order-2' is journaled (line 2, run 1) with a different request: productId differs"),
         (ClaimOutcome.CONFLICT,
          "its transactionId is already journaled under another key 'order-2' (line 2)"),
         (ClaimOutcome.CONFLICT,
          "key 'order-2' is journaled (line 2, run 1) with a different request: "
-         "the form (itemId+trackingId vs productId+transactionId) differ"),
+         "the form (itemId+trackingId vs productId+transactionId) differs"),
         (ClaimOutcome.DUPLICATE, "duplicate of line 1"),
         (ClaimOutcome.DUPLICATE, "duplicate of line 1"),  # a generated tracking id is not binding
     ]  # fmt: skip

@@ -321,7 +321,8 @@ class Fulfiller:
         elif outcome is ClaimOutcome.ALREADY_FAILED:
             stats.already_failed += 1
             assert claim.failure is not None
-            self._list_failure(fulfillment, fulfillment.request, claim.failure, True)
+            assert claim.request is not None
+            self._list_failure(fulfillment, claim.request, claim.failure, True)
         elif outcome is ClaimOutcome.DUPLICATE:
             stats.duplicates += 1
         elif outcome is ClaimOutcome.CONFLICT:

@@ -156,7 +156,8 @@ class Claim:
 
     outcome: ClaimOutcome
     request: ConsumeRequest | None = None
-    """For ``SEND``/``RESEND``: the request to send, carrying the journaled idempotency key."""
+    """For ``SEND``/``RESEND``: the request to send, carrying the journaled idempotency key;
+    for ``ALREADY_FAILED``: the journaled request."""
     detail: str | None = None
     """For ``CONFLICT``/``DUPLICATE``: why, naming the differing fields (never their values)."""
     failure: FailureInfo | None = None

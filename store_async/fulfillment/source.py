@@ -163,7 +163,7 @@ def parse_line(raw: bytes, line: int) -> Fulfillment | LineError | None:
     if not isinstance(document, dict):
         return LineError(line=line, message=f"expected a JSON object, got {_json_type(document)}")
     key = document.get("key")
-    key = key[:MAX_KEY_LENGTH] if isinstance(key, str) else None
+    key = key[:MAX_KEY_LENGTH] if isinstance(key, str) and key else None
     try:
         return _fulfillment(document, line)
     except _Invalid as error:

@@ -58,7 +58,7 @@ from store_async.fulfillment.journal import (
     Fulfillment,
     JournalError,
 )
-from store_async.models import ConsumeResult
+from store_async.models import ConsumeRequest, ConsumeResult
 
 __all__ = ["SqliteJournal"]
 
@@ -354,7 +354,7 @@ class SqliteJournal:
             return Claim(
                 outcome=ClaimOutcome.CONFLICT,
                 detail=f"key {_show(key)} is journaled ({where}, run {run_id}) with a different "
-                f"request: {', '.join(differing)} differ",
+                f"request: {', '.join(differing)} {'differs' if len(differing) == 1 else 'differ'}",
             )
         if run_id == self._run_id:
             return Claim(outcome=ClaimOutcome.DUPLICATE, detail=f"duplicate of {where}")
@@ -369,7 +369,11 @@ class SqliteJournal:
                 inner_code=inner_code,
                 message=message or "",
             )
-            return Claim(outcome=ClaimOutcome.ALREADY_FAILED, failure=failure)
+            return Claim(
+                outcome=ClaimOutcome.ALREADY_FAILED,
+                request=_with_idempotency_key(request, journaled_key),
+                failure=failure,
+            )
         # Resend under the journaled idempotency key, with the caller's current Store ID key
         # (keys expire and get renewed; the journal keeps the latest for export).
         self._connection.execute(
@@ -383,9 +387,9 @@ class SqliteJournal:
                 key,
             ),
         )
-        if journaled_key != idempotency_key:  # only a generated tracking id can differ here
-            request = attrs.evolve(request, tracking_id=journaled_key)
-        return Claim(outcome=ClaimOutcome.RESEND, request=request)
+        return Claim(
+            outcome=ClaimOutcome.RESEND, request=_with_idempotency_key(request, journaled_key)
+        )
 
     def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim:
         request = fulfillment.request
@@ -403,6 +407,13 @@ class SqliteJournal:
             outcome=ClaimOutcome.CONFLICT,
             detail=f"its {name} is already journaled under another key {_show(other[0])}{where}",
         )
+
+
+def _with_idempotency_key(request: ConsumeRequest, journaled_key: str) -> ConsumeRequest:
+    """``request`` under the journaled key (only a generated tracking id can differ here)."""
+    if request.idempotency_key == journaled_key:
+        return request
+    return attrs.evolve(request, tracking_id=journaled_key)
 
 
 def _differences(
