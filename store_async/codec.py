@@ -38,7 +38,7 @@ from cattrs.errors import IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
-from store_async.errors import InnerError, ResponseFormatError, ServiceError
+from store_async.errors import InnerError, ResponseFormatError, ServiceError, ValidationError
 from store_async.models import (
     ClientContext,
     CollectionItem,
@@ -157,14 +157,15 @@ def _structure_decimal(value: Any, _: Any) -> Decimal:
             return Decimal(repr(value))
     elif type(value) is int:
         return Decimal(value)
-    elif type(value) is str and len(value) <= _MAX_VALUE_CHARS:
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            pass
-        else:
-            if amount.is_finite():
-                return amount
+    elif type(value) is str:
+        if len(value) <= _MAX_VALUE_CHARS:
+            try:
+                amount = Decimal(value)
+            except InvalidOperation:
+                pass
+            else:
+                if amount.is_finite():
+                    return amount
         raise ValueError(f"expected an amount, got {_show(value)}")
     elif type(value) is Decimal and value.is_finite():
         return value
@@ -355,25 +356,35 @@ converter.register_unstructure_hook(ConsumeRequest, _consume_request)
 
 
 def dumps(record: Any) -> bytes:
-    """Serialize a request record to its JSON body."""
-    if type(record) is ConsumeRequest:
-        return orjson.dumps(_consume_request(record))
-    return orjson.dumps(converter.unstructure(record))
+    """Serialize a request record to its JSON body.
+
+    Raises :class:`~store_async.errors.ValidationError` for a value JSON cannot carry (an
+    integer beyond 64 bits, a string with a lone surrogate, an object that is not a record).
+    """
+    try:
+        if type(record) is ConsumeRequest:
+            return orjson.dumps(_consume_request(record))
+        return orjson.dumps(converter.unstructure(record))
+    except orjson.JSONEncodeError as exc:
+        # orjson's messages name the problem, never the value.
+        raise ValidationError(f"{type(record).__name__} cannot be sent as JSON: {exc}") from None
 
 
 def loads(body: bytes | bytearray | memoryview | str, cls: type[T]) -> T:
     """Parse a response body into ``cls``; raise only :class:`ResponseFormatError`."""
+    name = cls.__name__
+    if not isinstance(body, (bytes, bytearray, memoryview, str)):
+        raise ResponseFormatError(f"{name}: cannot read a body of type {type(body).__name__}")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # exc.msg is orjson's description (no input text); the body itself is never quoted, as
+        # it may hold a Store ID key.
         raise ResponseFormatError(
-            f"{cls.__name__}: the body is not JSON ({exc.msg} at position {exc.pos} of {len(body)})"
+            f"{name}: the body is not JSON ({exc.msg} at position {exc.pos} of {len(body)})"
         ) from None
-    except Exception as exc:
-        raise ResponseFormatError(
-            f"{cls.__name__}: cannot read a body of type {type(body).__name__} "
-            f"({type(exc).__name__})"
-        ) from None
+    except Exception as exc:  # e.g. MemoryError: keep the one-error-type promise
+        raise ResponseFormatError(f"{name}: cannot parse the body ({type(exc).__name__})") from None
     return structure(data, cls)
 
 

@@ -66,10 +66,16 @@ class ConsumeRequest:
                     "ConsumeRequest.item_id needs a tracking_id; use "
                     "ConsumeRequest.for_item(beneficiary, item_id) to generate one"
                 )
+            if self.item_id is None:
+                raise ValidationError(
+                    "ConsumeRequest.tracking_id needs an item_id (the itemId from a query)"
+                )
             _checks.text(self.item_id, "ConsumeRequest.item_id")
         elif by_transaction:
             if self.transaction_id is None:
                 raise ValidationError("ConsumeRequest.product_id needs a transaction_id")
+            if self.product_id is None:
+                raise ValidationError("ConsumeRequest.transaction_id needs a product_id")
             _checks.text(self.product_id, "ConsumeRequest.product_id")
         else:
             raise ValidationError(f"ConsumeRequest: {_FORMS}")

@@ -1,0 +1,518 @@
+"""The codec's rules: wire names, strict types, money, date-times, omitted fields, errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import orjson
+import pytest
+
+from store_async import codec
+from store_async.errors import InnerError, ResponseFormatError, ServiceError, ValidationError
+from store_async.models import (
+    ClientContext,
+    CollectionItem,
+    ConsumeRequest,
+    GrantRequest,
+    IdentityV6,
+    KeyRenewalResponse,
+    Order,
+    OrderLineItem,
+    ProductKey,
+    QueryRequest,
+    QueryResult,
+    UserIdentity,
+)
+
+USER = UserIdentity(identity_value="eyJ0.key", local_ticket_reference="ref")
+TRACKING = "44db79ca-e31d-49e9-8896-fa5c7f892b40"
+WHEN = "2015-09-22T19:22:51.2068724+00:00"
+
+
+def item_json(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "itemId": "4b8fbb13127a41f299270ea668681c1d",
+        "productId": "9NBLGGH5WVP6",
+        "skuId": "0010",
+        "productType": "UnmanagedConsumable",
+        "skuType": "Full",
+        "status": "Active",
+        "ownershipType": "OwnedByBeneficiary",
+        "localTicketReference": "ref",
+        "transactionId": "4ba5960d-4ec6-4a81-ac20-aafce02ddf31",
+        "acquiredDate": WHEN,
+        "startDate": WHEN,
+        "endDate": WHEN,
+        "modifiedDate": WHEN,
+        "tags": [],
+    }
+    body.update(changes)
+    return body
+
+
+def line_json(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "lineItemId": "l1",
+        "productId": "9NBLGGH5WVP6",
+        "skuId": "0010",
+        "availabilityId": "9RT7C09D5J3W",
+        "productType": "Durable",
+        "quantity": 1,
+        "title": "Sword",
+        "description": "A sword",
+        "currencyCode": "USD",
+        "listPrice": 0.99,
+        "retailPrice": 0.99,
+        "taxAmount": 0.0,
+        "totalAmount": 0.99,
+        "taxType": "SalesTax",
+        "isPIRequired": False,
+        "isTaxIncluded": True,
+        "revenueRecognitionState": "None",
+    }
+    body.update(changes)
+    return body
+
+
+def failure(data: Any, cls: type) -> str:
+    """The message of the ResponseFormatError that structuring ``data`` must raise."""
+    with pytest.raises(ResponseFormatError) as caught:
+        codec.structure(data, cls)
+    assert type(caught.value) is ResponseFormatError
+    return caught.value.message
+
+
+# -- wire names --
+
+
+@pytest.mark.parametrize(
+    ("attribute", "wire"),
+    [
+        ("item_id", "itemId"),
+        ("order_line_items", "orderLineItems"),
+        ("b2b_key", "b2bKey"),
+        ("key", "key"),
+        ("is_pi_required", "isPIRequired"),
+        ("total_charged_to_csv_top_off_pi", "totalChargedToCsvTopOffPI"),
+        ("inner_error", "innererror"),
+    ],
+)
+def test_wire_name(attribute: str, wire: str) -> None:
+    assert codec.wire_name(attribute) == wire
+
+
+def test_the_converter_is_built_once_and_shared() -> None:
+    from store_async import codec as again
+
+    assert again.converter is codec.converter
+    assert codec.converter.unstructure(USER) == {
+        "identityType": "b2b",
+        "identityValue": "eyJ0.key",
+        "localTicketReference": "ref",
+    }
+
+
+# -- requests: exactly the documented fields, nothing null --
+
+
+def test_consume_request_body() -> None:
+    request = ConsumeRequest.for_item(USER, "item-1", TRACKING)
+    assert orjson.loads(codec.dumps(request)) == {
+        "beneficiary": {
+            "identityType": "b2b",
+            "identityValue": "eyJ0.key",
+            "localTicketReference": "ref",
+        },
+        "itemId": "item-1",
+        "trackingId": TRACKING,
+    }
+    # The fast path and the converter agree, and the bytes are stable across calls (retries
+    # resend a byte-identical body).
+    assert orjson.loads(codec.dumps(request)) == codec.converter.unstructure(request)
+    assert codec.dumps(request) == codec.dumps(request)
+
+
+def test_consume_by_transaction_body() -> None:
+    request = ConsumeRequest.for_transaction(USER, "9NBLGGH5WVP6", TRACKING)
+    assert orjson.loads(codec.dumps(request)) == {
+        "beneficiary": {
+            "identityType": "b2b",
+            "identityValue": "eyJ0.key",
+            "localTicketReference": "ref",
+        },
+        "productId": "9NBLGGH5WVP6",
+        "transactionId": TRACKING,
+    }
+
+
+def test_absent_optional_fields_are_omitted_not_null() -> None:
+    request = QueryRequest(beneficiaries=[USER], product_types=["Durable"])
+    body = codec.dumps(request)
+    assert b"null" not in body
+    assert orjson.loads(body) == {
+        "beneficiaries": [
+            {"identityType": "b2b", "identityValue": "eyJ0.key", "localTicketReference": "ref"}
+        ],
+        "productTypes": ["Durable"],
+    }
+
+
+def test_query_request_with_every_field() -> None:
+    request = QueryRequest(
+        beneficiaries=[USER],
+        product_types=["Durable", "Game"],
+        continuation_token="tok",
+        max_page_size=25,
+        modified_after=datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2))),
+        parent_product_id="9NBLGGH42CFD",
+        product_sku_ids=[],
+        validity_type="Valid",
+    )
+    body = orjson.loads(codec.dumps(request))
+    assert body["modifiedAfter"] == "2024-05-01T12:30:00+02:00"
+    assert body["continuationToken"] == "tok"
+    assert body["maxPageSize"] == 25
+    assert body["parentProductId"] == "9NBLGGH42CFD"
+    assert body["productSkuIds"] == []  # given (empty) is sent; only None is omitted
+    assert body["validityType"] == "Valid"
+
+
+def test_grant_request_body_omits_quantity_and_absent_offer() -> None:
+    request = GrantRequest(
+        availability_id="a",
+        b2b_key="k",
+        language="en-us",
+        market="us",
+        product_id="p",
+        sku_id="s",
+        order_id=TRACKING,
+    )
+    assert orjson.loads(codec.dumps(request)) == {
+        "availabilityId": "a",
+        "b2bKey": "k",
+        "language": "en-us",
+        "market": "us",
+        "productId": "p",
+        "skuId": "s",
+        "orderId": TRACKING,
+    }
+    with_offer = GrantRequest(
+        availability_id="a",
+        b2b_key="k",
+        language="en-us",
+        market="us",
+        product_id="p",
+        sku_id="s",
+        order_id=TRACKING,
+        dev_offer_id="offer",
+    )
+    assert orjson.loads(codec.dumps(with_offer))["devOfferId"] == "offer"
+
+
+def test_dumps_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(ValidationError, match="surrogates not allowed"):
+        codec.dumps(ConsumeRequest.for_item(USER, "item-\ud800", TRACKING))
+    with pytest.raises(ValidationError, match="object cannot be sent as JSON"):
+        codec.dumps(object())
+
+
+# -- case-insensitive reading, unknown fields, unknown values --
+
+
+def test_field_names_are_matched_in_any_case() -> None:
+    body = {key.upper(): value for key, value in item_json().items()}
+    body["PURCHASER"] = {"IdentityType": "pub", "identityvalue": "u"}
+    item = codec.structure(body, CollectionItem)
+    assert item == codec.structure(
+        item_json(purchaser={"identityType": "pub", "identityValue": "u"}), CollectionItem
+    )
+    assert item.purchaser == IdentityV6(identity_type="pub", identity_value="u")
+
+
+def test_unknown_fields_are_ignored_and_unknown_values_kept() -> None:
+    body = item_json(status="Suspended", productType="Pass", brandNewField={"x": [1]})
+    item = codec.structure(body, CollectionItem)
+    assert (item.status, item.product_type) == ("Suspended", "Pass")
+
+
+def test_service_error_reads_innererror_in_any_casing() -> None:
+    for name in ("innererror", "innerError", "InnerError"):
+        error = codec.structure({"code": "BadRequest", name: {"code": "X"}}, ServiceError)
+        assert error.inner_error == InnerError(code="X")
+    assert codec.structure({"data": [1, {"a": None}]}, ServiceError).data == (1, {"a": None})
+
+
+def test_null_optional_fields_and_lists() -> None:
+    item = codec.structure(item_json(campaignId=None, purchaser=None, tags=None), CollectionItem)
+    assert (item.campaign_id, item.purchaser, item.tags) == (None, None, ())
+
+
+def test_non_string_keys_in_python_data_are_skipped() -> None:
+    body: dict[Any, Any] = {**item_json(), 7: "seven", None: 1}
+    assert codec.structure(body, CollectionItem).item_id == "4b8fbb13127a41f299270ea668681c1d"
+
+
+# -- strict JSON types --
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"itemId": 5}, "$.itemId: expected a string, got number"),
+        ({"itemId": None}, "$.itemId: expected a string, got null"),
+        ({"itemId": ["x"]}, "$.itemId: expected a string, got array"),
+        ({"quantity": "1"}, "$.quantity: expected an integer, got string"),
+        ({"quantity": 1.0}, "$.quantity: expected an integer, got number"),
+        ({"quantity": True}, "$.quantity: expected an integer, got boolean"),
+        ({"tags": "a,b"}, "$.tags: expected an array, got string"),
+        ({"tags": ["a", 2]}, "$.tags[1]: expected a string, got number"),
+        ({"purchaser": "pub:u"}, "$.purchaser: expected an object, got string"),
+        ({"purchaser": {"identityType": "pub"}}, "$.purchaser.identityValue: required field"),
+        ({"acquiredDate": 1442949771}, "$.acquiredDate: expected a date-time string, got number"),
+        ({"acquiredDate": "yesterday"}, "$.acquiredDate: expected an ISO-8601 date-time, got"),
+        ({"acquiredDate": "/Date(abc)/"}, "$.acquiredDate: expected an ISO-8601 date-time"),
+    ],
+)
+def test_wrong_types_are_reported_with_their_path(change: dict[str, Any], message: str) -> None:
+    assert message in failure(item_json(**change), CollectionItem)
+
+
+def test_booleans_are_not_guessed() -> None:
+    assert "$.orderLineItems[0].isTaxIncluded: expected true or false, got string" in failure(
+        order_json(orderLineItems=[line_json(isTaxIncluded="false")]), Order
+    )
+    assert "expected true or false, got number" in failure(order_json(isPIRequired=0), Order)
+
+
+def test_missing_required_fields_are_named() -> None:
+    body = item_json()
+    del body["transactionId"]
+    del body["endDate"]
+    message = failure(body, CollectionItem)
+    assert message == (
+        "CollectionItem: $.transactionId: required field missing; $.endDate: required field missing"
+    )
+
+
+def test_many_problems_are_summarised() -> None:
+    message = failure({}, CollectionItem)
+    assert message.startswith("CollectionItem: $.itemId: required field missing; ")
+    assert message.endswith("(and 8 more)")
+
+
+def test_nested_paths_use_wire_names_and_indexes() -> None:
+    page = {"items": [item_json(), item_json(skuId=10)]}
+    assert (
+        failure(page, QueryResult) == "QueryResult: $.items[1].skuId: expected a string, got number"
+    )
+
+
+def test_top_level_must_be_an_object() -> None:
+    assert (
+        failure([item_json()], CollectionItem) == "CollectionItem: $: expected an object, got array"
+    )
+    assert failure("x" * 10_000_000, QueryResult) == (
+        "QueryResult: $: expected an object, got a 10000000-character string"
+    )
+
+
+def test_request_records_are_validated_when_read() -> None:
+    body = {
+        "beneficiary": {"identityValue": "k", "localTicketReference": "r", "identityType": "b2b"},
+        "itemId": "i",
+    }
+    assert "item_id needs a tracking_id" in failure(body, ConsumeRequest)
+
+
+# -- money --
+
+
+@pytest.mark.parametrize(
+    ("wire", "amount"),
+    [
+        (b"0.99", "0.99"),
+        (b"0.0", "0.0"),
+        (b"1", "1"),
+        (b"-12.5", "-12.5"),
+        (b"19.99", "19.99"),
+        (b"0.1", "0.1"),
+        (b"1234567890.12345", "1234567890.12345"),
+        (b"1e2", "100.0"),
+        (b'"4.20"', "4.20"),
+        (b'"12345678901234567890.123456789"', "12345678901234567890.123456789"),
+    ],
+)
+def test_money_is_an_exact_decimal(wire: bytes, amount: str) -> None:
+    body = orjson.dumps(line_json()).replace(b'"listPrice":0.99', b'"listPrice":' + wire)
+    price = codec.loads(body, OrderLineItem).list_price
+    assert type(price) is Decimal
+    assert str(price) == amount
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "expected a number, got boolean"),
+        (None, "expected a number, got null"),
+        ("NaN", "expected an amount, got 'NaN'"),
+        ("Infinity", "expected an amount, got 'Infinity'"),
+        ("12 USD", "expected an amount, got '12 USD'"),
+        ("9" * 100, "expected an amount, got a 100-character string"),
+        (float("nan"), "expected a number, got number"),
+        ({"amount": 1}, "expected a number, got object"),
+    ],
+)
+def test_bad_amounts(value: Any, message: str) -> None:
+    assert f"$.listPrice: {message}" in failure(line_json(listPrice=value), OrderLineItem)
+
+
+def test_amounts_are_written_as_json_numbers_when_exact() -> None:
+    line = codec.structure(line_json(listPrice=0.99), OrderLineItem)
+    assert orjson.loads(codec.dumps(line))["listPrice"] == 0.99
+    precise = codec.structure(line_json(listPrice="0.12345678901234567891"), OrderLineItem)
+    assert orjson.loads(codec.dumps(precise))["listPrice"] == "0.12345678901234567891"
+
+
+# -- date-times --
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2015-10-13T21:21:51Z", datetime(2015, 10, 13, 21, 21, 51, tzinfo=UTC)),
+        ("2015-10-13T21:21:51.1+05:30", datetime(2015, 10, 13, 15, 51, 51, 100000, UTC)),
+        ("2015-10-13T21:21:51", datetime(2015, 10, 13, 21, 21, 51, tzinfo=UTC)),  # naive: UTC
+        ("2015-10-13T21:21:51.123456789Z", datetime(2015, 10, 13, 21, 21, 51, 123456, UTC)),
+        ("/Date(0)/", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("/Date(1444771311186)/", datetime(2015, 10, 13, 21, 21, 51, 186000, UTC)),
+        ("/Date(1444771311186+0100)/", datetime(2015, 10, 13, 21, 21, 51, 186000, UTC)),
+        ("\\/Date(1444771311186-0730)\\/", datetime(2015, 10, 13, 21, 21, 51, 186000, UTC)),
+    ],
+)
+def test_date_time_forms(text: str, expected: datetime) -> None:
+    parsed = codec.structure(item_json(acquiredDate=text), CollectionItem).acquired_date
+    assert parsed == expected
+    assert parsed.tzinfo is not None
+
+
+def test_ms_ajax_offsets_are_kept() -> None:
+    parsed = codec.parse_datetime("/Date(1444771311186+0100)/")
+    assert parsed.utcoffset() == timedelta(hours=1)
+    assert parsed.hour == 22
+    assert codec.parse_datetime("/Date(1444771311186-0730)/").utcoffset() == -timedelta(
+        hours=7, minutes=30
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/Date(99999999999999999)/",  # beyond year 9999
+        "/Date(-62135596800001)/",  # before year 1
+        "/Date(-62135596800000-0100)/",  # year 1 moved west of UTC
+        "/Date(1444771311186)",
+        "Date(1444771311186)",
+        "2015-13-01T00:00:00Z",
+        "",
+    ],
+)
+def test_impossible_date_times_are_format_errors(text: str) -> None:
+    assert "$.acquiredDate: expected an ISO-8601 date-time" in failure(
+        item_json(acquiredDate=text), CollectionItem
+    )
+
+
+def test_date_times_are_written_with_an_offset() -> None:
+    item = codec.structure(item_json(acquiredDate="2015-10-13T21:21:51"), CollectionItem)
+    assert codec.converter.unstructure(item)["acquiredDate"] == "2015-10-13T21:21:51+00:00"
+    naive = attrs.evolve(item, start_date=datetime(2020, 1, 2, 3, 4, 5))
+    assert codec.converter.unstructure(naive)["startDate"] == "2020-01-02T03:04:05+00:00"
+
+
+# -- loads: bodies that are not JSON --
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"key": "eyJ0eXAiOiJKV1QiLCJhbGciOi',  # cut short
+        b"\xff\xfe",
+        b"[" * 5000 + b"]" * 5000,
+        b"NaN",
+    ],
+)
+def test_bodies_that_are_not_json(body: bytes) -> None:
+    with pytest.raises(ResponseFormatError) as caught:
+        codec.loads(body, KeyRenewalResponse)
+    message = str(caught.value)
+    assert message.startswith("KeyRenewalResponse: the body is not JSON (")
+    assert f"of {len(body)})" in message
+    # The body is never echoed.
+    assert "eyJ0" not in message
+    assert "html" not in message
+
+
+def test_json_that_is_not_the_record() -> None:
+    for body in (b"null", b"[]", b"42", b'"key"', b"{}", b'{"key": 42}'):
+        with pytest.raises(ResponseFormatError, match=r"^KeyRenewalResponse: \$"):
+            codec.loads(body, KeyRenewalResponse)
+
+
+def test_a_body_of_the_wrong_python_type() -> None:
+    with pytest.raises(ResponseFormatError, match="cannot read a body of type int"):
+        codec.loads(42, KeyRenewalResponse)  # type: ignore[arg-type]
+
+
+def test_deep_nesting_in_python_data() -> None:
+    nested: Any = "x"
+    for _ in range(100_000):
+        nested = [nested]
+    assert failure({"items": nested}, QueryResult).startswith("QueryResult: $.items[0]: expected")
+    assert "expected a string, got array" in failure({"key": nested}, KeyRenewalResponse)
+
+
+def test_huge_values_are_not_echoed() -> None:
+    huge = "9" * 5_000_000
+    message = failure(line_json(listPrice=huge, retailPrice=huge), OrderLineItem)
+    assert len(message) < 300
+    body = orjson.dumps(item_json(acquiredDate=huge))
+    with pytest.raises(ResponseFormatError) as caught:
+        codec.loads(body, CollectionItem)
+    assert len(str(caught.value)) < 300
+
+
+def order_json(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "orderId": "o1",
+        "orderState": "Purchased",
+        "createdTime": WHEN,
+        "purchaser": {"identityType": "pub", "identityValue": "u"},
+        "clientContext": {"client": "c"},
+        "language": "en-us",
+        "market": "us",
+        "currencyCode": "USD",
+        "isPIRequired": False,
+        "totalAmount": 0.99,
+        "totalTaxAmount": 0,
+        "orderLineItems": [line_json()],
+    }
+    body.update(changes)
+    return body
+
+
+def test_a_full_order() -> None:
+    order = codec.structure(order_json(), Order)
+    assert order.client_context == ClientContext(client="c")
+    assert order.total_amount == Decimal("0.99")
+    assert order.total_tax_amount == Decimal(0)
+    assert order.order_line_items[0].list_price == Decimal("0.99")
+
+
+def test_product_key_round_trip() -> None:
+    key = ProductKey(product_id="p", sku_id="s")
+    assert codec.loads(codec.dumps(key), ProductKey) == key
