@@ -11,6 +11,7 @@ bug must not be mirrored on the server side, where tests would miss it.
 """
 
 from store_async.emulator.faults import FaultKind, FaultPlan
+from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.ledger import Ledger, LedgerEntry
 from store_async.emulator.server import (
     DEFAULT_CLIENT_ID,
@@ -18,7 +19,6 @@ from store_async.emulator.server import (
     DEFAULT_TENANT_ID,
     StoreEmulator,
 )
-from store_async.emulator.state import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.stats import EmulatorStats
 
 __all__ = [

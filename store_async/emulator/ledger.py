@@ -45,6 +45,7 @@ class Ledger:
 
     def record(self, kind: EntryKind, key: str, *, user_id: str, subject: str) -> None:
         """Note one applied change (called by the emulator, after the state changed)."""
+        key = canonical_guid(key) or key
         self._by_key[key] += 1
         self._entries.append(LedgerEntry(kind=kind, key=key, user_id=user_id, subject=subject))
 

@@ -17,6 +17,7 @@ Every API family is served on one base URL (:attr:`StoreEmulator.url`), with the
 from __future__ import annotations
 
 import secrets
+import ssl
 from datetime import datetime
 from types import TracebackType
 from typing import Final, Literal
@@ -25,10 +26,11 @@ from aiohttp import web
 
 from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
+from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.service import StoreService
-from store_async.emulator.state import BusinessProduct, CatalogProduct, Item, StoreState
+from store_async.emulator.state import StoreState
 from store_async.emulator.stats import EmulatorStats
 from store_async.emulator.tls import TlsMaterial
 from store_async.emulator.tokens import STORE_AUDIENCE, AccessTokens
@@ -232,7 +234,7 @@ class StoreEmulator:
         """Path of a PEM file with the CA, for azure-identity's ``connection_verify=``."""
         return self._require_tls().ca_file
 
-    def client_ssl_context(self) -> object:
+    def client_ssl_context(self) -> ssl.SSLContext:
         """An ``ssl.SSLContext`` that trusts the emulator's CA (for aiohttp connectors)."""
         return self._require_tls().client_context()
 

@@ -25,7 +25,6 @@ consumables do.
 from __future__ import annotations
 
 import base64
-import binascii
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -34,121 +33,22 @@ from typing import Any, Final
 
 import orjson
 
+from store_async.emulator.items import (
+    PRODUCT_TYPES,
+    BusinessProduct,
+    CatalogProduct,
+    Item,
+    item_key,
+)
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.orders import order_document
-from store_async.emulator.wire import (
-    END_OF_TIME,
-    ApiError,
-    canonical_guid,
-    lowered,
-    new_guid,
-    now,
-    parse_wire_time,
-    wire_time,
-)
+from store_async.emulator.query import QueryFilters, continuation_token, read_continuation_token
+from store_async.emulator.wire import ApiError, canonical_guid, new_guid, now
 
-__all__ = ["BusinessProduct", "CatalogProduct", "Item", "StoreState"]
+__all__ = ["MAX_PAGE_SIZE", "StoreState"]
 
-PRODUCT_TYPES: Final = {
-    "application": "Application",
-    "durable": "Durable",
-    "game": "Game",
-    "unmanagedconsumable": "UnmanagedConsumable",
-}
 MAX_PAGE_SIZE: Final = 100
-
-
-def item_key(item_id: str) -> str:
-    """Item ids as stored: query sends 32 hex digits, consume examples send hyphenated GUIDs."""
-    guid = canonical_guid(item_id)
-    return guid.replace("-", "") if guid else item_id
-
-
-@dataclass(slots=True, eq=False)
-class Item:
-    """One product a user owns (a ``CollectionItemContractV6`` on the wire). Live state:
-    ``consumed_by`` changes when it is consumed."""
-
-    user_id: str
-    item_id: str
-    product_id: str
-    sku_id: str
-    product_type: str
-    transaction_id: str
-    sequence: int
-    acquired_date: datetime
-    start_date: datetime
-    end_date: datetime | None = None
-    modified_date: datetime = field(default_factory=now)
-    status: str = "Active"
-    parent_product_id: str | None = None
-    order_id: str | None = None
-    order_line_item_id: str | None = None
-    dev_offer_id: str | None = None
-    consumed_by: str | None = None
-    """The idempotency key (trackingId or transactionId) that consumed it."""
-
-    @property
-    def consumed(self) -> bool:
-        return self.consumed_by is not None
-
-    def is_valid(self, moment: datetime) -> bool:
-        """Active and within its start/end dates (``validityType: Valid``)."""
-        in_window = self.start_date <= moment and (self.end_date is None or moment < self.end_date)
-        return self.status == "Active" and in_window
-
-    def to_wire(self, local_ticket_reference: str) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "acquiredDate": wire_time(self.acquired_date),
-            "endDate": wire_time(self.end_date) if self.end_date else END_OF_TIME,
-            "fulfillmentData": [],
-            "inAppOfferToken": self.product_id,
-            "itemId": self.item_id,
-            "localTicketReference": local_ticket_reference,
-            "modifiedDate": wire_time(self.modified_date),
-            "ownershipType": "OwnedByBeneficiary",
-            "productId": self.product_id,
-            "productType": self.product_type,
-            "purchasedCountry": "US",
-            "purchaser": {"identityType": "pub", "identityValue": self.user_id},
-            "quantity": 1,
-            "skuId": self.sku_id,
-            "skuType": "Full",
-            "startDate": wire_time(self.start_date),
-            "status": self.status,
-            "tags": [],
-            "transactionId": self.transaction_id,
-        }
-        if self.order_id:
-            document["orderId"] = self.order_id
-        if self.order_line_item_id:
-            document["orderLineItemId"] = self.order_line_item_id
-        if self.dev_offer_id:
-            document["devOfferId"] = self.dev_offer_id
-        return document
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogProduct:
-    """A product that grant knows; only ``price == 0`` may be granted."""
-
-    product_id: str
-    sku_id: str
-    availability_id: str
-    product_type: str = "Durable"
-    title: str = "Emulated product"
-    price: float = 0.0
-
-
-@dataclass(slots=True)
-class BusinessProduct:
-    """A Store for Business product, for offline licenses."""
-
-    product_id: str
-    sku_id: str
-    owned: bool = True
-    offline: bool = True
-    license_instance_id: str = field(default_factory=new_guid)
+"""``maxPageSize``: the default and the maximum are both 100."""
 
 
 @dataclass(slots=True)
@@ -246,7 +146,9 @@ class StoreState:
                     *(["itemId"] if not isinstance(item_id, str) or not item_id else []),
                     *(["trackingId"] if key is None else []),
                 )
-            item = user.items.get(item_key(item_id)) if user else None
+            item = None
+            if user is not None:  # stored ids are canonical: try the id as sent first
+                item = user.items.get(item_id) or user.items.get(item_key(item_id))
             if item is None and self.auto_create:
                 item = self.add_item(user_id, "auto-consumable", product_type="UnmanagedConsumable",
                                      item_id=item_id)  # fmt: skip
@@ -293,8 +195,8 @@ class StoreState:
             page_size = MAX_PAGE_SIZE
         if type(page_size) is not int or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ApiError.invalid("maxPageSize must be an integer from 1 to 100.", "maxPageSize")
-        after = _read_continuation(body.get("continuationtoken"))
-        filters = _QueryFilters.read(body)
+        after = read_continuation_token(body.get("continuationtoken"))
+        filters = QueryFilters.read(body)
         moment = now()
         matches: list[tuple[int, Item, str]] = []
         for user_id, reference in beneficiaries:
@@ -311,7 +213,7 @@ class StoreState:
         page = matches[:page_size]
         document: dict[str, Any] = {"items": [item.to_wire(ref) for _, item, ref in page]}
         if len(matches) > page_size:
-            document["continuationToken"] = _continuation(page[-1][0])
+            document["continuationToken"] = continuation_token(page[-1][0])
         return document
 
     # -- grant ---------------------------------------------------------------------------
@@ -406,61 +308,3 @@ class StoreState:
             "requestorId": requestor_id,
             "contentId": content_id,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class _QueryFilters:
-    modified_after: datetime | None
-    parent_product_id: str | None
-    product_skus: frozenset[tuple[str, str]] | None
-    valid_only: bool
-
-    @classmethod
-    def read(cls, body: dict[str, Any]) -> _QueryFilters:
-        raw_after = body.get("modifiedafter")
-        modified_after = parse_wire_time(raw_after) if raw_after is not None else None
-        if raw_after is not None and modified_after is None:
-            raise ApiError.invalid("modifiedAfter must be a date and time.", "modifiedAfter")
-        parent = body.get("parentproductid")
-        if parent is not None and not isinstance(parent, str):
-            raise ApiError.invalid("parentProductId must be a string.", "parentProductId")
-        skus = None
-        raw_skus = body.get("productskuids")
-        if raw_skus is not None:
-            pairs = [lowered(entry) for entry in raw_skus] if isinstance(raw_skus, list) else [None]
-            if any(p is None or not p.get("productid") or not p.get("skuid") for p in pairs):
-                raise ApiError.invalid("productSkuIds needs productId and skuId.", "productSkuIds")
-            skus = frozenset((p["productid"], p["skuid"]) for p in pairs if p is not None)
-        validity = body.get("validitytype") or "All"
-        if not isinstance(validity, str) or validity.lower() not in ("all", "valid"):
-            raise ApiError.invalid("validityType must be All or Valid.", "validityType")
-        return cls(modified_after, parent, skus, validity.lower() == "valid")
-
-    def accept(self, item: Item, moment: datetime) -> bool:
-        if self.modified_after is not None and item.modified_date <= self.modified_after:
-            return False
-        if self.parent_product_id is not None and item.parent_product_id != self.parent_product_id:
-            return False
-        if (
-            self.product_skus is not None
-            and (item.product_id, item.sku_id) not in self.product_skus
-        ):
-            return False
-        return not self.valid_only or item.is_valid(moment)
-
-
-def _continuation(after_sequence: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": after_sequence})).decode()
-
-
-def _read_continuation(token: Any) -> int:
-    if token is None:
-        return 0
-    try:
-        document = orjson.loads(base64.urlsafe_b64decode(token))
-        after = document["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        raise ApiError.invalid("Unknown continuationToken.", "continuationToken") from None
-    if type(after) is not int:
-        raise ApiError.invalid("Unknown continuationToken.", "continuationToken")
-    return after

@@ -170,11 +170,18 @@ class AccessTokens:
                 f"the client secret value, not the client secret ID, for a secret added to app "
                 f"'{client_id}'.",
             )
-        audience = form.get("resource") if v1 else _audience_of(form.get("scope"))
+        name = "resource" if v1 else "scope"
+        requested = form.get(name)
+        if not requested:
+            return self._error(400, "invalid_request", 900144, _missing(name))
+        audience = requested if v1 else _audience_of(requested)
         if not audience:
-            name = "resource" if v1 else "scope"
             return self._error(
-                400, "invalid_request" if v1 else "invalid_scope", 900144, _missing(name)
+                400,
+                "invalid_scope",
+                1002012,
+                f"The provided value for scope {requested} is not valid. Client credential "
+                "flows must have a scope value with /.default suffixed to the resource identifier.",
             )
         token = self.mint(client_id=client_id, audience=audience)
         self.issued += 1
@@ -213,5 +220,5 @@ def _audience_of(scope: str | None) -> str | None:
     """``https://onestore.microsoft.com/.default`` -> ``https://onestore.microsoft.com``."""
     if not scope:
         return None
-    first = scope.split()[0]
+    first = scope.split()[0] if scope.split() else ""
     return first.removesuffix("/.default") if first.endswith("/.default") else None

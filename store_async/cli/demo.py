@@ -1,0 +1,257 @@
+"""``store-async demo``: exactly-once under fire, on one machine, in seconds.
+
+Starts the emulator in this process with seeded faults (connections reset, answers lost after
+the commit, 500/503/429, slow answers), seeds ``--count`` consumables, and consumes them all
+through the real :class:`~store_async.client.StoreClient` with ``--concurrency`` workers.
+Requests whose outcome is unknown when retries end are resubmitted unchanged (same tracking
+id), as a fulfillment worker would. Then it audits the emulator's ledger:
+
+- **consumed exactly once**: the request's tracking id was applied once and its item is consumed;
+- **duplicates**: a tracking id applied more than once;
+- **lost**: an item left unconsumed, or a request that ended in a definite error.
+
+It prints retries by failure kind, the faults injected, throughput and p50/p99 latency, and
+exits 1 unless exactly-once held for every consumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO, cast
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from store_async.client import StoreClient
+    from store_async.emulator import FaultKind, Ledger
+    from store_async.hooks import AttemptFinished
+    from store_async.models import ConsumeRequest
+
+__all__ = ["Audit", "audit", "configure", "run"]
+
+MAX_ROUNDS = 10
+"""Resubmission rounds before unsettled requests count as lost."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=_positive, default=10_000, help="consumables (10000)")
+    parser.add_argument(
+        "--fault-rate", type=_rate, default=0.1, metavar="R",
+        help="probability of an injected fault per request (0.1)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="fault seed (random when absent)")
+    parser.add_argument(
+        "--concurrency", type=_positive, default=64, help="concurrent consumes (64)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
+    )
+
+
+@dataclass
+class Audit:
+    """The verdict, from the emulator's ledger (the ground truth) and the client's results."""
+
+    count: int
+    exactly_once: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    failed_requests: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exactly_once == self.count and self.duplicates == 0 and self.lost == 0
+
+
+def audit(
+    requests: list[ConsumeRequest], failed: set[str], ledger: Ledger, consumed_by: dict[str, str]
+) -> Audit:
+    """Check every request against the ledger.
+
+    ``failed`` holds the tracking ids whose calls ended in a definite error; ``consumed_by``
+    maps each request's tracking id to the key that consumed its item (absent: unconsumed).
+    """
+    verdict = Audit(count=len(requests))
+    verdict.duplicates = len(ledger.duplicates())
+    for request in requests:
+        key = request.idempotency_key
+        applied = ledger.applied(key)
+        if key in failed or consumed_by.get(key) != key or applied == 0:
+            verdict.lost += 1
+            verdict.failed_requests.append(key)
+        elif applied == 1:
+            verdict.exactly_once += 1
+    return verdict
+
+
+@dataclass
+class _Run:
+    """What the client saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    attempts: int = 0
+    failed_attempts: Counter[str] = field(default_factory=Counter)
+    resubmitted: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def record(self, event: AttemptFinished) -> None:
+        """Client hook: one attempt ended."""
+        self.attempts += 1
+        if event.error is not None:
+            kind = event.error.kind.value
+            cause = f"HTTP {event.status}" if event.status else type(event.error).__name__
+            self.failed_attempts[f"{kind} ({cause})"] += 1
+
+
+async def _consume_round(
+    store: StoreClient,
+    pending: list[ConsumeRequest],
+    concurrency: int,
+    run: _Run,
+    update: Callable[[int], object],
+) -> list[ConsumeRequest]:
+    """Consume ``pending``; return the requests to resubmit (outcome unknown, or retryable)."""
+    from store_async.errors import OutcomeUnknownError, StoreError
+
+    queue = iter(pending)
+    unsettled: list[ConsumeRequest] = []
+
+    async def worker() -> None:
+        for request in queue:
+            started = time.perf_counter()
+            try:
+                await store.consume(request)
+            except OutcomeUnknownError:
+                unsettled.append(request)
+                continue
+            except StoreError as error:
+                if error.retryable:  # a 429/503 after the retry budget ran dry
+                    unsettled.append(request)
+                else:
+                    run.failed[request.idempotency_key] = str(error)
+                    update(1)
+                continue
+            finally:
+                run.latencies.append(time.perf_counter() - started)
+            update(1)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(pending)))))
+    return unsettled
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+async def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from tqdm import tqdm
+
+    from store_async.client import StoreClient
+    from store_async.emulator import FaultPlan, StoreEmulator
+    from store_async.hooks import ClientHooks
+    from store_async.models import ConsumeRequest, UserIdentity
+
+    plan = FaultPlan(rate=args.fault_rate, seed=args.seed, retry_after=0.0, slow_seconds=0.05)
+    run = _Run()
+    async with StoreEmulator(faults=plan) as emulator:
+        users = max(1, min(1000, args.count // 10))
+        requests, items = [], {}
+        for number in range(args.count):
+            user = f"demo-user-{number % users}"
+            item = emulator.add_consumable(user, f"demo-gems-{number % 5}")
+            beneficiary = UserIdentity(identity_value=user, local_ticket_reference=user)
+            request = ConsumeRequest.for_item(beneficiary, item.item_id)
+            requests.append(request)
+            items[request.idempotency_key] = item
+        print(
+            f"store-async demo: {args.count} consumables for {users} users, fault rate "
+            f"{args.fault_rate:.0%}, seed {emulator.fault_seed}, concurrency {args.concurrency}",
+            file=out,
+        )
+        out.flush()
+        hooks = ClientHooks(on_attempt_end=run.record)
+        # disable=None: a bar on a terminal only, so logs and pipes stay clean.
+        progress = tqdm(
+            total=args.count,
+            unit="consume",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=True if args.no_progress else None,
+        )
+        started = time.perf_counter()
+        # cast: StaticTokenCredential's __aexit__ parameter names differ from the protocol's.
+        credential = cast("AsyncTokenCredential", emulator.credential())
+        async with StoreClient(credential, endpoints=emulator.endpoints, hooks=hooks) as store:
+            pending = requests
+            for _round in range(MAX_ROUNDS):
+                pending = await _consume_round(
+                    store, pending, args.concurrency, run, progress.update
+                )
+                if not pending:
+                    break
+                run.resubmitted += len(pending)
+        elapsed = time.perf_counter() - started
+        progress.close()
+        failed = set(run.failed) | {request.idempotency_key for request in pending}
+        consumed_by = {key: item.consumed_by for key, item in items.items() if item.consumed_by}
+        verdict = audit(requests, failed, emulator.ledger, consumed_by)
+        faults = emulator.stats.faults_by_kind("consume")
+    _report(out, verdict, run, faults, elapsed)
+    return 0 if verdict.ok else 1
+
+
+def _report(
+    out: TextIO, verdict: Audit, run: _Run, faults: Counter[FaultKind], elapsed: float
+) -> None:
+    retries = run.attempts - len(run.latencies)
+    failed_attempts = ", ".join(f"{name} {n}" for name, n in sorted(run.failed_attempts.items()))
+    injected = ", ".join(
+        f"{kind.value} {n}" for kind, n in sorted(faults.items(), key=lambda pair: pair[0].value)
+    )
+    lines = [
+        f"consumed exactly once: {verdict.exactly_once} / {verdict.count}",
+        f"duplicates:            {verdict.duplicates}",
+        f"lost:                  {verdict.lost}",
+        f"attempts:              {run.attempts} ({retries} retries, "
+        f"{run.resubmitted} resubmitted after an unknown outcome)",
+        f"failed attempts:       {failed_attempts or 'none'}",
+        f"faults injected:       {injected or 'none'}",
+        f"throughput:            {verdict.count / elapsed:,.0f} consumes/s ({elapsed:.1f} s)",
+        f"latency:               p50 {_percentile(run.latencies, 0.50) * 1000:.1f} ms, "
+        f"p99 {_percentile(run.latencies, 0.99) * 1000:.1f} ms",
+    ]
+    for key in verdict.failed_requests[:5]:
+        lines.append(f"  lost: tracking id {key}: {run.failed.get(key, 'never settled')}")
+    lines.append("exactly-once: OK" if verdict.ok else "exactly-once: FAILED")
+    print("\n".join(lines), file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args, sys.stdout))
