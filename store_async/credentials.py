@@ -26,7 +26,9 @@ class StaticTokenCredential:
 
     def __init__(self, token: str, *, expires_on: float | None = None) -> None:
         if not isinstance(token, str) or not token or token != token.strip():
-            raise ValidationError("the static token must be a non-empty string without surrounding spaces")
+            raise ValidationError(
+                "the static token must be a non-empty string without surrounding spaces"
+            )
         self._token = token
         self._expires_on = int(time.time() + _ONE_YEAR if expires_on is None else expires_on)
 
