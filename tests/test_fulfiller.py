@@ -209,8 +209,8 @@ async def test_duplicates_and_bad_lines_are_reported_not_sent(path: Path) -> Non
         "itemId differs",
         key="order-1",
     )
-    assert report.rejections == (bad, conflict)
-    assert rejected == [bad, conflict]
+    assert report.rejections == (conflict, bad)  # in line order
+    assert sorted(rejected, key=lambda error: error.line) == [conflict, bad]
     assert sum(store.sends.values()) == 2
 
 

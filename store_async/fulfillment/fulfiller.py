@@ -39,6 +39,11 @@ key), and input errors to report (as :func:`read_jsonl` yields them)."""
 _Queued: TypeAlias = tuple[Fulfillment, Awaitable[Claim]] | None
 
 
+def _by_line(entry: FailedRow | LineError) -> int:
+    """Order for report lists: by input line (conflicts are found later than parse errors)."""
+    return entry.line or 0
+
+
 class ConsumeClient(Protocol):
     """What the fulfiller needs from a client: :class:`store_async.StoreClient` has it."""
 
@@ -176,8 +181,8 @@ class Fulfiller:
             complete=complete,
             stop_reason=self._stop_reason,
             elapsed=time.monotonic() - started,
-            failures=tuple(self._failures),
-            rejections=tuple(self._rejections),
+            failures=tuple(sorted(self._failures, key=_by_line)),
+            rejections=tuple(sorted(self._rejections, key=_by_line)),
         )
 
     # -- feeder -------------------------------------------------------------------------------

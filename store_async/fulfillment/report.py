@@ -104,9 +104,10 @@ class FulfillmentReport:
     elapsed: float
     """Seconds the run took."""
     failures: tuple[FailedRow, ...] = ()
-    """Failed rows (this run's and earlier runs'), at most the fulfiller's ``max_listed``."""
+    """Failed rows (this run's and earlier runs'), at most the fulfiller's ``max_listed``, in
+    input line order."""
     rejections: tuple[LineError, ...] = ()
-    """Rejected lines, at most the fulfiller's ``max_listed``."""
+    """Rejected lines, at most the fulfiller's ``max_listed``, in input line order."""
 
     @property
     def total(self) -> int:

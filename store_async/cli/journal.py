@@ -1,0 +1,129 @@
+"""``store-async journal PATH``: summarise a fulfillment journal; export rows for re-drive.
+
+The summary (counts by state, the failed rows) never shows a Store ID key. ``--export``
+writes pending and/or failed rows as JSON Lines in the ``fulfill`` input format, *with* their
+Store ID keys and original tracking ids, so that feeding them to ``store-async fulfill``
+(with any journal) settles them exactly once. The export is the user's own data going to the
+user's own file: it is written with mode 0600, and never to a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from typing import IO, Any, Final
+
+import orjson
+
+from store_async.cli.fulfill import exit_1_on_usage_errors
+from store_async.fulfillment import JournalReader, JournalRow, RowState
+
+__all__ = ["configure", "run", "to_input_line"]
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 1
+
+
+def _states(text: str) -> tuple[RowState, ...]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        states = tuple(RowState(name) for name in names)
+    except ValueError:
+        states = ()
+    if not states or RowState.DONE in states:
+        raise argparse.ArgumentTypeError("give pending, failed or pending,failed")
+    return states
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    exit_1_on_usage_errors(parser)
+    parser.add_argument("path", metavar="PATH", help="the journal file")
+    parser.add_argument(
+        "--export",
+        type=_states,
+        metavar="pending|failed|pending,failed",
+        help="write these rows as JSON Lines in the fulfill input format (with Store ID keys)",
+    )
+    parser.add_argument("--output", metavar="FILE", help="export to FILE (mode 0600)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="failed rows listed in the summary (default 50)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    with JournalReader(args.path) as reader:
+        if args.export is None:
+            _summarise(reader, args.limit, sys.stdout)
+            return EXIT_OK
+        if args.output is None and sys.stdout.isatty():
+            print(
+                "store-async journal: the export holds Store ID keys; write it to a file with "
+                "--output FILE (or redirect stdout)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        rows = reader.rows(args.export)
+        if args.output is None:
+            count = _export(rows, sys.stdout.buffer)
+            where = "stdout"
+        else:
+            descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(descriptor, "wb") as file:
+                count = _export(rows, file)
+            where = args.output
+        states = ",".join(state.value for state in args.export)
+        print(f"exported {count} {states} rows to {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def to_input_line(row: JournalRow) -> dict[str, Any]:
+    """The ``fulfill`` input line that re-drives ``row`` under its original idempotency key."""
+    request = row.request
+    beneficiary: dict[str, str] = {
+        "identityValue": request.beneficiary.identity_value,
+        "localTicketReference": request.beneficiary.local_ticket_reference,
+    }
+    if request.beneficiary.identity_type != "b2b":
+        beneficiary["identityType"] = request.beneficiary.identity_type
+    line: dict[str, Any] = {"key": row.key, "beneficiary": beneficiary}
+    if request.item_id is not None:
+        line.update(itemId=request.item_id, trackingId=request.tracking_id)
+    else:
+        line.update(productId=request.product_id, transactionId=request.transaction_id)
+    return line
+
+
+def _export(rows: Iterator[JournalRow], file: IO[bytes]) -> int:
+    count = 0
+    for row in rows:
+        file.write(orjson.dumps(to_input_line(row)) + b"\n")
+        count += 1
+    file.flush()
+    return count
+
+
+def _summarise(reader: JournalReader, limit: int, out: IO[str]) -> None:
+    counts = reader.counts()
+    total = sum(counts.values())
+    print(f"journal {reader.path}: {total} fulfillments in {reader.runs()} runs", file=out)
+    for state in RowState:
+        print(f"  {state.value:<8} {counts[state]}", file=out)
+    if counts[RowState.PENDING]:
+        print(
+            "pending rows are settled by running fulfill again with this journal "
+            "(or: --export pending --output FILE)",
+            file=out,
+        )
+    if counts[RowState.FAILED]:
+        print(f"failed rows (first {min(limit, counts[RowState.FAILED])}):", file=out)
+        for index, row in enumerate(reader.rows((RowState.FAILED,))):
+            if index >= limit:
+                break
+            where = f"line {row.line}, " if row.line is not None else ""
+            print(f"  {row.key!r} ({where}{row.request.idempotency_key}): {row.failure}", file=out)
