@@ -77,11 +77,12 @@ class RetryPolicy:
     """How a call is retried, timed and bounded. All times are seconds.
 
     The defaults recover a service that fails 25 % of attempts at random inside the call (the
-    chance that six attempts all fail is 0.02 %), and keep a full outage from multiplying load:
-    at most ``budget_size`` retries (plus refills) across the whole client once it starts.
+    chance that ten attempts all fail is one in a million; their backoff adds up to 9 s at most),
+    and keep a full outage from multiplying load: at most ``budget_size`` retries (plus
+    refills) across the whole client once the budget is spent.
     """
 
-    attempts: int = attrs.field(default=6, validator=_check_attempts)
+    attempts: int = attrs.field(default=10, validator=_check_attempts)
     """Attempts per call, the first included (1 = never retry)."""
     deadline: float = attrs.field(default=30.0, validator=_seconds(0, inclusive=False))
     """Time for the whole call: all attempts and waits. Never slept past."""

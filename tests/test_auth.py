@@ -1,0 +1,265 @@
+"""TokenCache: single flight, refresh ahead without waiting, failures, invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from store_async.auth import STORE_SCOPE, TokenCache
+from store_async.errors import AuthenticationError, ValidationError
+from tests.fake_store import CountingCredential, FakeClock, LegacyCredential
+
+
+def cache_for(credential: CountingCredential, clock: FakeClock, **options: float) -> TokenCache:
+    return TokenCache(
+        credential, refresh_jitter=options.pop("refresh_jitter", 0.0), clock=clock, **options
+    )
+
+
+async def test_cold_cache_10000_concurrent_callers_cause_one_get_token() -> None:
+    gate = asyncio.Event()
+    clock = FakeClock()
+    credential = CountingCredential(["t1"], clock=clock, gate=gate)
+    cache = cache_for(credential, clock)
+    callers = [asyncio.create_task(cache.get_token()) for _ in range(10_000)]
+    await asyncio.sleep(0)
+    gate.set()
+    tokens = await asyncio.gather(*callers)
+    assert set(tokens) == {"t1"}
+    assert credential.calls == 1
+    assert credential.scopes == [(STORE_SCOPE,)]
+    assert cache.fetches == 1
+
+
+async def test_fresh_token_is_synchronous_once_cached() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1"], clock=clock)
+    cache = cache_for(credential, clock)
+    assert cache.fresh_token() is None
+    assert await cache.get_token() == "t1"
+    for _ in range(100):
+        assert cache.fresh_token() == "t1"
+    assert credential.calls == 1
+
+
+async def test_token_nearing_expiry_under_load_refreshes_once_and_nobody_waits() -> None:
+    gate = asyncio.Event()
+    clock = FakeClock()
+    credential = CountingCredential(["old", "new"], clock=clock, lifetime=3600)
+    cache = cache_for(credential, clock)
+    assert await cache.get_token() == "old"
+    credential.gate = gate  # the refresh will hang until we open the gate
+    clock.now += 3600 - 299  # inside the 5-minute refresh margin, still valid
+
+    # 5,000 callers while the refresh hangs: every one completes with the old token.
+    results = await asyncio.gather(*(cache.get_token() for _ in range(5_000)))
+    assert set(results) == {"old"}
+    assert [cache.fresh_token() for _ in range(100)] == ["old"] * 100
+    assert credential.calls == 2  # the first fetch and exactly one refresh, still hanging
+
+    gate.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert cache.fresh_token() == "new"
+    assert credential.calls == 2
+
+
+async def test_refresh_on_from_get_token_info_is_honoured() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1", "t2"], clock=clock, lifetime=3600, refresh_in=600)
+    cache = cache_for(credential, clock)
+    await cache.get_token()
+    clock.now += 599
+    assert cache.fresh_token() == "t1"
+    assert credential.calls == 1
+    clock.now += 2  # past refresh_on, long before the 5-minute margin
+    assert cache.fresh_token() == "t1"  # served while the background refresh runs
+    await asyncio.sleep(0)
+    assert cache.fresh_token() == "t2"
+    assert credential.calls == 2
+
+
+async def test_get_token_is_used_when_get_token_info_is_absent() -> None:
+    clock = FakeClock()
+    credential = LegacyCredential(["legacy"], clock=clock)
+    cache = cache_for(credential, clock)
+    assert await cache.get_token() == "legacy"
+    assert credential.calls == 1
+
+
+async def test_failing_early_refresh_keeps_serving_and_backs_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["old", "new"], clock=clock, lifetime=3600, failures={2, 3})
+    cache = cache_for(credential, clock, failure_backoff=10.0)
+    await cache.get_token()
+    clock.now += 3600 - 200
+    with caplog.at_level(logging.WARNING, logger="store_async"):
+        assert cache.fresh_token() == "old"
+        await asyncio.sleep(0)  # refresh 2 fails
+        assert credential.calls == 2
+        assert await cache.get_token() == "old"
+        clock.now += 9
+        assert cache.fresh_token() == "old"
+        assert credential.calls == 2  # backing off: no new attempt yet
+        clock.now += 2
+        assert cache.fresh_token() == "old"
+        await asyncio.sleep(0)  # refresh 3 fails, backoff doubles to 20 s
+        assert credential.calls == 3
+        clock.now += 21
+        assert cache.fresh_token() == "old"
+        await asyncio.sleep(0)  # refresh 4 succeeds
+    assert cache.fresh_token() == "new"
+    assert credential.calls == 4
+    assert "keeping the current token" in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+
+async def test_no_valid_token_and_failing_credential_raises_authentication_error() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(clock=clock, failures={1})
+    cache = cache_for(credential, clock)
+    results = await asyncio.gather(*(cache.get_token() for _ in range(100)), return_exceptions=True)
+    assert credential.calls == 1
+    assert all(type(r) is AuthenticationError for r in results)
+    error = results[0]
+    assert isinstance(error, AuthenticationError)
+    assert "RuntimeError" in str(error)
+    assert "s3cr3t" not in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    # The next call tries again (failures are not cached forever).
+    assert await cache.get_token() == "good-token-0123456789"
+    assert credential.calls == 2
+
+
+async def test_expired_token_is_not_served_and_callers_wait_for_the_new_one() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1", "t2"], clock=clock, lifetime=3600)
+    cache = cache_for(credential, clock)
+    await cache.get_token()
+    clock.now += 3600 - 5  # inside the 10-second expiry margin
+    assert cache.fresh_token() is None
+    assert await cache.get_token() == "t2"
+
+
+@pytest.mark.parametrize(
+    ("token", "lifetime", "message"),
+    [
+        ("has space", 3600, "malformed"),
+        ("line\r\nbreak", 3600, "malformed"),
+        ("", 3600, "malformed"),
+        ("ok", 5, "already expired"),
+    ],
+)
+async def test_unusable_tokens_from_the_credential_are_refused(
+    token: str, lifetime: float, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    cache = cache_for(CountingCredential([token], clock=clock, lifetime=lifetime), clock)
+    with pytest.raises(AuthenticationError) as raised:
+        await cache.get_token()
+    assert isinstance(raised.value.__cause__, AuthenticationError)
+    assert message in str(raised.value.__cause__)
+
+
+async def test_invalidate_drops_only_the_current_token() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1", "t2", "t3"], clock=clock)
+    cache = cache_for(credential, clock)
+    await cache.get_token()
+    cache.invalidate("t1")
+    assert cache.fresh_token() is None
+    assert await cache.get_token() == "t2"
+    cache.invalidate("t1")  # a late 401 for the old token: ignored
+    assert cache.fresh_token() == "t2"
+    assert credential.calls == 2
+
+
+async def test_concurrent_401s_for_one_token_cause_one_refresh() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1", "t2", "t3"], clock=clock)
+    cache = cache_for(credential, clock)
+    await cache.get_token()
+
+    async def rejected_then_retry() -> str:
+        cache.invalidate("t1")
+        return await cache.get_token()
+
+    assert set(await asyncio.gather(*(rejected_then_retry() for _ in range(1000)))) == {"t2"}
+    assert credential.calls == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_refresh() -> None:
+    gate = asyncio.Event()
+    clock = FakeClock()
+    credential = CountingCredential(["t1"], clock=clock, gate=gate)
+    cache = cache_for(credential, clock)
+    first = asyncio.create_task(cache.get_token())
+    second = asyncio.create_task(cache.get_token())
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    gate.set()
+    assert await second == "t1"
+    assert credential.calls == 1
+
+
+async def test_close_cancels_a_refresh_in_flight() -> None:
+    gate = asyncio.Event()
+    clock = FakeClock()
+    cache = cache_for(CountingCredential(clock=clock, gate=gate), clock)
+    waiter = asyncio.create_task(cache.get_token())
+    await asyncio.sleep(0)
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert tasks == []
+
+
+async def test_short_lived_tokens_refresh_at_half_life() -> None:
+    clock = FakeClock()
+    credential = CountingCredential(["t1", "t2"], clock=clock, lifetime=110)
+    cache = cache_for(credential, clock)
+    await cache.get_token()  # usable for 100 s (10 s margin): refresh after 50 s
+    clock.now += 49
+    assert cache.fresh_token() == "t1"
+    await asyncio.sleep(0)
+    assert credential.calls == 1
+    clock.now += 2
+    assert cache.fresh_token() == "t1"
+    await asyncio.sleep(0)
+    assert cache.fresh_token() == "t2"
+
+
+async def test_repr_never_shows_the_token() -> None:
+    clock = FakeClock()
+    cache = cache_for(CountingCredential(["secret-token-value"], clock=clock), clock)
+    await cache.get_token()
+    assert "secret-token-value" not in repr(cache)
+    assert "cached" in repr(cache)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"refresh_margin": -1},
+        {"refresh_jitter": float("inf")},
+        {"failure_backoff": 0},
+        {"expiry_margin": "10"},
+    ],
+)
+def test_bad_options_raise_validation_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TokenCache(CountingCredential(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_non_credential_raises_validation_error() -> None:
+    with pytest.raises(ValidationError, match="AsyncTokenCredential"):
+        TokenCache("not a credential")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="scope"):
+        TokenCache(CountingCredential(), scope=" ")

@@ -1,0 +1,330 @@
+"""StoreClient operations, lifecycle and input validation against the fake Store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+import pytest
+
+from store_async.auth import TokenCache
+from store_async.client import OPERATIONS, StoreClient
+from store_async.credentials import StaticTokenCredential
+from store_async.endpoints import Endpoints
+from store_async.errors import (
+    InvalidStoreIdKeyError,
+    OutcomeUnknownError,
+    ResponseFormatError,
+    ResponseTooLargeError,
+    ValidationError,
+)
+from store_async.models import (
+    ConsumeRequest,
+    GrantRequest,
+    QueryRequest,
+    UserIdentity,
+)
+from store_async.retry import RetryPolicy
+from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
+from tests.fake_store import (
+    GOOD_TOKEN,
+    CountingCredential,
+    FakeStore,
+    Fault,
+    collection_item,
+    make_store_id_key,
+    script,
+)
+
+
+def client_for(store: FakeStore, **options: object) -> StoreClient:
+    return StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=store.endpoints, **options)  # type: ignore[arg-type]
+
+
+def grant_request(order_id: str | None = None) -> GrantRequest:
+    fields: dict[str, str] = {} if order_id is None else {"order_id": order_id}
+    return GrantRequest(
+        availability_id="9RR45VN0RWHD",
+        b2b_key=make_store_id_key("purchase"),
+        language="en-us",
+        market="us",
+        product_id="9NBLGGH4TNMP",
+        sku_id="0010",
+        **fields,
+    )
+
+
+async def test_consume_sends_the_documented_request_and_returns_the_service_headers(
+    fake_store: FakeStore, beneficiary: UserIdentity
+) -> None:
+    request = ConsumeRequest.for_item(beneficiary, "item-1")
+    async with client_for(fake_store) as store:
+        result = await store.consume(request)
+    assert result.tracking_id == request.tracking_id
+    assert result.transaction_id is None
+    assert result.attempts == 1
+    assert result.correlation_id == f"corr-{request.tracking_id}"
+    assert (result.request_id, result.cv) == ("req-1", "cv.1")
+    (received,) = fake_store.received
+    assert received.path == "/v6.0/collections/consume"
+    assert received.headers["Authorization"] == f"Bearer {GOOD_TOKEN}"
+    assert received.headers["Content-Type"] == "application/json"
+    assert received.headers["User-Agent"].startswith("store-async/")
+    assert orjson.loads(received.body) == {
+        "beneficiary": {
+            "identityType": "b2b",
+            "identityValue": beneficiary.identity_value,
+            "localTicketReference": "ref-1",
+        },
+        "itemId": "item-1",
+        "trackingId": request.tracking_id,
+    }
+    assert fake_store.applied[request.idempotency_key] == 1
+
+
+async def test_consume_by_transaction(fake_store: FakeStore, beneficiary: UserIdentity) -> None:
+    transaction = "f9ad7ba3-9a86-41a5-8fa6-6e1d3b0da5b4"
+    request = ConsumeRequest.for_transaction(beneficiary, "9NBLGGH4TNMP", transaction)
+    async with client_for(fake_store) as store:
+        result = await store.consume(request)
+    assert (result.tracking_id, result.transaction_id) == (None, transaction)
+    assert orjson.loads(fake_store.received[0].body)["transactionId"] == transaction
+    assert fake_store.applied[transaction] == 1
+
+
+async def test_query_products_and_iter_products_follow_continuation_tokens(
+    fake_store: FakeStore, beneficiary: UserIdentity
+) -> None:
+    fake_store.query_pages = [
+        {"items": [collection_item(1), collection_item(2)]},
+        {"items": [collection_item(3)]},
+        {"items": []},
+        {"items": [collection_item(4)]},
+    ]
+    request = QueryRequest(beneficiaries=[beneficiary], product_types=["UnmanagedConsumable"])
+    async with client_for(fake_store) as store:
+        page = await store.query_products(request)
+        items = [item async for item in store.iter_products(request)]
+    assert page.continuation_token == "page-1"
+    assert [item.item_id for item in page.items] == [f"{1:032x}", f"{2:032x}"]
+    assert [item.item_id for item in items] == [f"{n:032x}" for n in (1, 2, 3, 4)]
+    sent = [orjson.loads(r.body).get("continuationToken") for r in fake_store.received[1:]]
+    assert sent == [None, "page-1", "page-2", "page-3"]
+
+
+async def test_iter_products_stops_on_a_repeated_continuation_token(
+    fake_store: FakeStore, beneficiary: UserIdentity
+) -> None:
+    request = QueryRequest(beneficiaries=[beneficiary], product_types=["Durable"])
+    fake_store.raw_answer = (
+        200,
+        {"Content-Type": "application/json"},
+        orjson.dumps({"items": [], "continuationToken": "again"}),
+    )
+    async with client_for(fake_store) as store:
+        with pytest.raises(ResponseFormatError, match="repeated a continuation token"):
+            async for _ in store.iter_products(request):
+                pass
+    assert len(fake_store.received) == 2
+
+
+async def test_grant_free_product_resends_the_same_order_id_after_a_lost_answer(
+    beneficiary: UserIdentity,
+) -> None:
+    request = grant_request()
+    async with FakeStore(plan=script(Fault.DROP_AFTER_COMMIT)) as fake, client_for(fake) as store:
+        order = await store.grant_free_product(request)
+    assert order.order_id == request.order_id
+    assert order.order_state == "Purchased"
+    assert fake.applied[request.order_id] == 1
+    assert fake.replays[request.order_id] == 1
+    assert len(fake.bodies[request.order_id]) == 1
+
+
+async def test_get_offline_license_quotes_path_parts(fake_store: FakeStore) -> None:
+    async with client_for(fake_store) as store:
+        license_ = await store.get_offline_license("9NBLG H4/TNMP", "0010", "c?ontent")
+    assert license_.product_key.product_id == "9NBLG H4/TNMP"
+    assert license_.content_id == "c?ontent"
+    (received,) = fake_store.received
+    assert received.body == b""
+    assert received.headers["Authorization"] == f"Bearer {GOOD_TOKEN}"
+
+
+@pytest.mark.parametrize("kind", ["collections", "purchase"])
+async def test_renew_posts_the_token_in_the_body_to_the_keys_family(
+    fake_store: FakeStore, kind: str
+) -> None:
+    old = make_store_id_key(kind)
+    async with client_for(fake_store) as store:
+        renewed = await store.renew_store_id_key(old)
+    assert isinstance(renewed, StoreIdKey)
+    assert renewed.value != old
+    (received,) = fake_store.received
+    assert received.path == "/v6.0/b2b/keys/renew"
+    assert "Authorization" not in received.headers
+    assert orjson.loads(received.body) == {"serviceTicket": GOOD_TOKEN, "key": old}
+    assert StoreIdKey.parse(old).kind is StoreIdKeyKind(kind)
+
+
+async def test_renew_goes_to_the_configured_family_never_to_the_keys_refresh_uri(
+    fake_store: FakeStore,
+) -> None:
+    async with FakeStore() as purchase_host:
+        endpoints = Endpoints(
+            collections=fake_store.url, purchase=purchase_host.url, business=fake_store.url
+        )
+        async with StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=endpoints) as store:
+            await store.renew_store_id_key(make_store_id_key("purchase"))
+            await store.renew_store_id_key(StoreIdKey.parse(make_store_id_key("collections")))
+        assert len(purchase_host.received) == 1
+    assert len(fake_store.received) == 1
+
+
+async def test_a_malformed_renewed_key_is_a_response_format_error(
+    fake_store: FakeStore,
+) -> None:
+    fake_store.raw_answer = (200, {}, orjson.dumps({"key": "not-a-jwt"}))
+    async with client_for(fake_store) as store:
+        with pytest.raises(OutcomeUnknownError) as raised:
+            await store.renew_store_id_key(make_store_id_key())
+    # Renewal is never repeated after a 2xx it could not read: its outcome is unknown.
+    assert isinstance(raised.value.last_error, ResponseFormatError)
+    assert "not-a-jwt" not in str(raised.value)
+
+
+async def test_a_response_over_max_response_bytes_is_refused_and_not_retried(
+    fake_store: FakeStore, beneficiary: UserIdentity
+) -> None:
+    fake_store.oversize = 20 * 1024 * 1024  # streamed, chunked: no Content-Length to check
+    request = QueryRequest(beneficiaries=[beneficiary], product_types=["Durable"])
+    async with client_for(fake_store, max_response_bytes=1024 * 1024) as store:
+        with pytest.raises(ResponseTooLargeError):
+            await store.query_products(request)
+    assert len(fake_store.received) == 1
+
+
+async def test_client_does_not_close_what_it_did_not_create(fake_store: FakeStore) -> None:
+    credential = CountingCredential()
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    credential.close = close  # type: ignore[method-assign]
+    async with aiohttp.ClientSession() as session:
+        async with StoreClient(credential, endpoints=fake_store.endpoints, session=session):
+            pass
+        assert not session.closed
+    assert closed == []
+
+
+async def test_client_closes_its_own_session() -> None:
+    store = StoreClient(StaticTokenCredential("t"))
+    async with store:
+        session = store._session  # the session it created
+        assert session is not None
+    assert session.closed
+    assert "closed" in repr(store)
+
+
+async def test_a_shared_token_cache_serves_two_clients(fake_store: FakeStore) -> None:
+    credential = CountingCredential()
+    cache = TokenCache(credential)
+    async with (
+        StoreClient(cache, endpoints=fake_store.endpoints) as first,
+        StoreClient(cache, endpoints=fake_store.endpoints) as second,
+    ):
+        await first.get_offline_license("p", "s", "c")
+        await second.get_offline_license("p", "s", "c")
+        assert first.token_cache is second.token_cache
+    assert credential.calls == 1
+
+
+async def test_using_the_client_outside_async_with_is_a_validation_error(
+    beneficiary: UserIdentity,
+) -> None:
+    store = StoreClient(StaticTokenCredential("t"))
+    with pytest.raises(ValidationError, match="not open"):
+        await store.consume(ConsumeRequest.for_item(beneficiary, "i"))
+    async with store:
+        with pytest.raises(ValidationError, match="already open"):
+            await store.__aenter__()
+    with pytest.raises(ValidationError, match="not open"):
+        await store.get_offline_license("p", "s", "c")
+
+
+BadCall = Callable[[StoreClient], object]
+
+
+@pytest.mark.parametrize(
+    "bad_call",
+    [
+        lambda s: s.consume("not a request"),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), deadline=0),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), deadline=float("inf")),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), attempts=0),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), attempts="3"),
+        lambda s: s.query_products({"beneficiaries": []}),
+        lambda s: s.grant_free_product(None),
+        lambda s: s.get_offline_license("", "0010", "c"),
+        lambda s: s.get_offline_license("p", None, "c"),
+        lambda s: s.renew_store_id_key(42),
+    ],
+)
+async def test_bad_input_raises_validation_error_and_sends_nothing(
+    fake_store: FakeStore, bad_call: BadCall
+) -> None:
+    async with client_for(fake_store) as store:
+        with pytest.raises(ValidationError):
+            await bad_call(store)  # type: ignore[misc]
+    assert fake_store.received == []
+
+
+async def test_a_malformed_key_to_renew_is_refused_without_sending(fake_store: FakeStore) -> None:
+    async with client_for(fake_store) as store:
+        with pytest.raises(InvalidStoreIdKeyError):
+            await store.renew_store_id_key("not.a.jwt")
+    assert fake_store.received == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"endpoints": "https://example.com"},
+        {"retry": {"attempts": 3}},
+        {"session": object()},
+        {"limit": -1},
+        {"limit_per_host": 1.5},
+        {"keepalive_timeout": 0},
+        {"max_response_bytes": 0},
+        {"user_agent": "bad\nagent"},
+        {"hooks": print},
+    ],
+)
+def test_bad_client_options_raise_validation_error(options: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        StoreClient(StaticTokenCredential("t"), **options)  # type: ignore[arg-type]
+
+
+def test_a_non_credential_raises_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        StoreClient("secret")  # type: ignore[arg-type]
+
+
+def test_the_operation_table() -> None:
+    table = {(op.name, op.key_name): (op.repeatable, op.writes) for op in OPERATIONS}
+    assert table == {
+        ("consume", "trackingId"): (True, True),
+        ("consume", "transactionId"): (True, True),
+        ("grant_free_product", "orderId"): (True, True),
+        ("query_products", None): (True, False),
+        ("get_offline_license", None): (True, False),
+        ("renew_store_id_key", None): (False, True),
+    }
+    assert RetryPolicy().attempts == 10
+
+
+def _user() -> UserIdentity:
+    return UserIdentity(identity_value="key", local_ticket_reference="ref")

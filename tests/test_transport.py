@@ -1,0 +1,254 @@
+"""One attempt over real sockets: failure classification and bounded body reads."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from store_async import transport as transport_module
+from store_async.errors import (
+    FailureKind,
+    InvalidRequestError,
+    ResponseTooLargeError,
+    ServiceUnavailableError,
+    StoreError,
+    ThrottledError,
+    TransportError,
+)
+from store_async.transport import Transport, classify_exception
+from tests.fake_store import GOOD_TOKEN, FakeStore, Fault, RawServer, always, script
+
+TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+HEADERS = {"Authorization": f"Bearer {GOOD_TOKEN}", "Content-Type": "application/json"}
+BODY = b'{"beneficiary":{},"itemId":"i","trackingId":"t-1"}'
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def consume_url(base: str) -> URL:
+    return URL(f"{base}/v6.0/collections/consume")
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: URL,
+    *,
+    limit: int = 1024,
+    client_timeout: aiohttp.ClientTimeout = TIMEOUT,
+) -> tuple[int, bytes]:
+    status, _headers, body = await Transport(session, max_response_bytes=limit).post(
+        url, BODY, HEADERS, client_timeout, "consume"
+    )
+    return status, body
+
+
+async def test_204_returns_without_reading_a_body(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_read(*_args: object) -> bytes:
+        raise AssertionError("a 204 must not be read")
+
+    monkeypatch.setattr(transport_module, "_read_bounded", no_read)
+    async with FakeStore() as store:
+        status, headers, body = await Transport(session, max_response_bytes=10).post(
+            consume_url(store.url), BODY, HEADERS, TIMEOUT, "consume"
+        )
+    assert (status, body) == (204, b"")
+    assert headers["MS-CorrelationId"] == "corr-t-1"
+
+
+async def test_error_statuses_become_typed_errors_with_correlation_headers(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with FakeStore(plan=script(Fault.ERROR_503, Fault.THROTTLE_429)) as store:
+        store.retry_after = "7"
+        with pytest.raises(ServiceUnavailableError) as unavailable:
+            await post(session, consume_url(store.url))
+        with pytest.raises(ThrottledError) as throttled:
+            await post(session, consume_url(store.url))
+    assert unavailable.value.kind is FailureKind.MAYBE_APPLIED
+    assert unavailable.value.correlation_id == "corr-error"
+    assert unavailable.value.inner_code == "Busy"
+    assert throttled.value.retry_after == 7.0
+    assert throttled.value.kind is FailureKind.ANSWERED
+
+
+async def test_connection_refused_is_not_sent(session: aiohttp.ClientSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransportError) as raised:
+        await post(session, consume_url(f"http://127.0.0.1:{port}"))
+    assert raised.value.kind is FailureKind.NOT_SENT
+    assert raised.value.retryable
+
+
+async def test_waiting_for_a_pooled_connection_past_connect_timeout_is_not_sent() -> None:
+    connector = aiohttp.TCPConnector(limit=1)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        FakeStore(plan=always(Fault.HANG)) as store,
+    ):
+        busy = asyncio.create_task(post(session, consume_url(store.url)))
+        await store.started.wait()  # the only connection is now taken
+        with pytest.raises(TransportError) as raised:
+            await post(
+                session,
+                consume_url(store.url),
+                client_timeout=aiohttp.ClientTimeout(total=5, connect=0.05),
+            )
+        store.release()
+        assert (await busy)[0] == 204
+    assert raised.value.kind is FailureKind.NOT_SENT
+    assert "ConnectionTimeoutError" in str(raised.value)
+
+
+async def test_a_timeout_after_sending_is_maybe_applied(session: aiohttp.ClientSession) -> None:
+    async with FakeStore(plan=always(Fault.HANG)) as store:
+        with pytest.raises(TransportError) as raised:
+            await post(
+                session,
+                consume_url(store.url),
+                client_timeout=aiohttp.ClientTimeout(total=0.1, connect=0.05),
+            )
+        assert store.sends["/v6.0/collections/consume"] == 1
+    assert raised.value.kind is FailureKind.MAYBE_APPLIED
+
+
+@pytest.mark.parametrize("fault", [Fault.RESET_BEFORE_COMMIT, Fault.DROP_AFTER_COMMIT])
+async def test_a_dropped_connection_after_sending_is_maybe_applied(
+    session: aiohttp.ClientSession, fault: Fault
+) -> None:
+    async with FakeStore(plan=script(fault)) as store:
+        with pytest.raises(TransportError) as raised:
+            await post(session, consume_url(store.url))
+    assert raised.value.kind is FailureKind.MAYBE_APPLIED
+    assert "ServerDisconnectedError" in str(raised.value)
+
+
+async def test_a_truncated_body_is_maybe_applied(session: aiohttp.ClientSession) -> None:
+    async def cut(writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"items":')
+        await writer.drain()
+
+    async with RawServer(cut) as server:
+        with pytest.raises(TransportError) as raised:
+            await post(session, URL(server.url + "/v6.0/collections/query"))
+    assert raised.value.kind is FailureKind.MAYBE_APPLIED
+    assert "ClientPayloadError" in str(raised.value)
+
+
+async def test_an_announced_oversized_body_is_refused_without_reading_it(
+    session: aiohttp.ClientSession,
+) -> None:
+    async def huge(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nMS-CV: cv.9\r\n\r\n")
+        await writer.drain()
+        await asyncio.Event().wait()  # never sends the body: reading it would hang
+
+    async with RawServer(huge) as server:
+        with pytest.raises(ResponseTooLargeError) as raised:
+            await post(session, URL(server.url + "/v6.0/collections/query"))
+    assert raised.value.status == 200
+    assert raised.value.cv == "cv.9"
+    assert not raised.value.retryable
+    assert "1000000000" in str(raised.value)
+
+
+async def test_an_endless_chunked_body_is_cut_at_the_limit(session: aiohttp.ClientSession) -> None:
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+        while True:  # until the client hangs up
+            writer.write(chunk)
+            await writer.drain()
+
+    async with RawServer(endless) as server:
+        with pytest.raises(ResponseTooLargeError, match="stopped reading"):
+            await post(session, URL(server.url + "/q"), limit=1024 * 1024)
+
+
+async def test_a_compressed_body_is_bounded_by_its_decoded_size(
+    session: aiohttp.ClientSession,
+) -> None:
+    bomb = gzip.compress(b"0" * 5_000_000)
+
+    async def compressed(writer: asyncio.StreamWriter) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+        writer.write(head.encode() + bomb)
+        await writer.drain()
+
+    async with RawServer(compressed) as server:
+        assert len(bomb) < 1024 * 1024
+        with pytest.raises(ResponseTooLargeError):
+            await post(session, URL(server.url + "/q"), limit=1024 * 1024)
+
+
+async def test_a_body_within_the_limit_is_returned_whole(session: aiohttp.ClientSession) -> None:
+    async with FakeStore() as store:
+        store.oversize = 100_000  # chunked, about 128 KiB
+        status, body = await post(
+            session, URL(store.url + "/v6.0/collections/query"), limit=1 << 20
+        )
+    assert status == 200
+    assert len(body) >= 100_000
+
+
+async def test_an_oversized_error_body_keeps_its_status(session: aiohttp.ClientSession) -> None:
+    async def big_error(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10000000\r\n\r\n")
+        await writer.drain()
+
+    async with RawServer(big_error) as server:
+        with pytest.raises(InvalidRequestError) as raised:
+            await post(session, URL(server.url + "/q"))
+    assert raised.value.status == 400
+
+
+async def test_redirects_are_not_followed(session: aiohttp.ClientSession) -> None:
+    async def redirect(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/steal\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+
+    async with RawServer(redirect) as server:
+        with pytest.raises(StoreError) as raised:
+            await post(session, URL(server.url + "/q"))
+        assert server.requests == 1
+    assert raised.value.status == 307
+    assert not raised.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (aiohttp.ConnectionTimeoutError(), FailureKind.NOT_SENT),
+        (
+            aiohttp.ClientConnectorError(
+                aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
+                OSError(111, "refused"),
+            ),
+            FailureKind.NOT_SENT,
+        ),
+        (aiohttp.ServerDisconnectedError(), FailureKind.MAYBE_APPLIED),
+        (aiohttp.SocketTimeoutError(), FailureKind.MAYBE_APPLIED),
+        (TimeoutError(), FailureKind.MAYBE_APPLIED),
+        (aiohttp.ClientOSError(104, "reset"), FailureKind.MAYBE_APPLIED),
+        (aiohttp.ClientPayloadError("cut"), FailureKind.MAYBE_APPLIED),
+        (ConnectionResetError(), FailureKind.MAYBE_APPLIED),
+    ],
+)
+def test_classification_table(error: BaseException, kind: FailureKind) -> None:
+    assert classify_exception(error) is kind
