@@ -20,9 +20,16 @@ TRACKING = "0f8fad5b-d9cb-469f-a165-70867728950e"
 @asynccontextmanager
 async def emulator_process(*options: str) -> AsyncIterator[asyncio.subprocess.Process]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LAUNCH, "emulator", "--port", "0", *options,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        LAUNCH,
+        "emulator",
+        "--port",
+        "0",
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         yield process
     finally:
@@ -39,9 +46,15 @@ async def first_lines(process: asyncio.subprocess.Process) -> tuple[str, str]:
 
 
 async def consume(url: str, token: str, ssl: object = None) -> int:
-    body = {"beneficiary": {"identityType": "b2b", "identityValue": "cli-user",
-                            "localTicketReference": "r"},
-            "itemId": "never-seeded-item", "trackingId": TRACKING}  # fmt: skip
+    body = {
+        "beneficiary": {
+            "identityType": "b2b",
+            "identityValue": "cli-user",
+            "localTicketReference": "r",
+        },
+        "itemId": "never-seeded-item",
+        "trackingId": TRACKING,
+    }
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -100,9 +113,15 @@ async def test_a_busy_port_is_a_clear_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LAUNCH, "emulator", "--port", str(port),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-c",
+            LAUNCH,
+            "emulator",
+            "--port",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1
     assert out == b""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +42,7 @@ async def post(
     path: str,
     body: Any,
     headers: dict[str, str] | None = None,
-) -> tuple[int, aiohttp.typedefs.LooseHeaders, Any]:
+) -> tuple[int, Mapping[str, str], Any]:
     sent = {"Authorization": f"Bearer {emu.dev_token}", "Content-Type": "application/json"}
     async with session.post(
         f"{emu.url}{path}", data=orjson.dumps(body), headers={**sent, **(headers or {})}
@@ -63,10 +64,12 @@ async def test_consume_answers_204_with_content_length_zero_and_correlation_head
 ) -> None:
     item = emu.add_consumable("u", "P")
     status, headers, body = await post(
-        session, emu, "/v6.0/collections/consume",
+        session,
+        emu,
+        "/v6.0/collections/consume",
         {"beneficiary": identity("u"), "itemId": item.item_id, "trackingId": T1},
         headers={"MS-CorrelationId": "corr-1", "MS-CV": "base.1"},
-    )  # fmt: skip
+    )
     assert (status, body) == (204, None)
     assert headers["Content-Length"] == "0"
     assert headers["MS-CorrelationId"] == "corr-1"  # echoed
@@ -82,9 +85,11 @@ async def test_content_length_on_204_can_be_left_out_as_aiohttp_does(
     async with StoreEmulator(content_length_on_204=False) as emu:
         item = emu.add_consumable("u", "P")
         status, headers, _ = await post(
-            session, emu, "/v6.0/collections/consume",
+            session,
+            emu,
+            "/v6.0/collections/consume",
             {"beneficiary": identity("u"), "itemId": item.item_id, "trackingId": T1},
-        )  # fmt: skip
+        )
     assert status == 204
     assert "Content-Length" not in headers
 
@@ -94,7 +99,7 @@ async def test_consume_replay_answers_the_same_and_applies_once(
 ) -> None:
     item = emu.add_consumable("u", "P")
     # The same tracking id in another spelling (upper case, hyphenated item id) is the same key.
-    hyphenated = str(__import__("uuid").UUID(item.item_id))
+    hyphenated = str(uuid.UUID(item.item_id))
     assert await consume(session, emu, itemId=item.item_id, trackingId=T1) == 204
     assert await consume(session, emu, itemId=hyphenated, trackingId=T1.upper()) == 204
     assert await consume(session, emu, itemId=item.item_id, trackingId=T2) == 409
@@ -138,9 +143,11 @@ async def test_consume_with_a_minted_key_and_the_docs_lowercase_identitytype(
 ) -> None:
     key = emu.mint_store_id_key("user-7", publisher_user_id="pub-7")
     item = emu.add_consumable("user-7", "P")
-    body = {"beneficiary": {"identitytype": "b2b", "identityValue": key,
-                            "localTicketReference": "x"},
-            "itemId": item.item_id, "trackingId": T1}  # fmt: skip
+    body = {
+        "beneficiary": {"identitytype": "b2b", "identityValue": key, "localTicketReference": "x"},
+        "itemId": item.item_id,
+        "trackingId": T1,
+    }
     assert (await post(session, emu, "/v6.0/collections/consume", body))[0] == 204
     assert emu.ledger.applied(T1) == 1
 
@@ -192,10 +199,23 @@ async def test_query_items_have_the_documented_fields(
     _, page = await query(session, emu)
     (wire,) = page["items"]
     assert set(wire) >= {
-        "acquiredDate", "endDate", "itemId", "localTicketReference", "modifiedDate",
-        "ownershipType", "productId", "productType", "purchaser", "quantity", "skuId",
-        "skuType", "startDate", "status", "tags", "transactionId",
-    }  # fmt: skip
+        "acquiredDate",
+        "endDate",
+        "itemId",
+        "localTicketReference",
+        "modifiedDate",
+        "ownershipType",
+        "productId",
+        "productType",
+        "purchaser",
+        "quantity",
+        "skuId",
+        "skuType",
+        "startDate",
+        "status",
+        "tags",
+        "transactionId",
+    }
     assert wire["itemId"] == item.item_id
     assert len(item.item_id) == 32
     assert (wire["productId"], wire["skuId"], wire["productType"]) == (
@@ -233,7 +253,7 @@ async def test_query_filters(session: aiohttp.ClientSession, emu: StoreEmulator)
     assert await ids(productTypes=["game", "UnmanagedConsumable"]) == [
         game.item_id,
         consumable.item_id,
-    ]  # fmt: skip  (consumed items leave the collection)
+    ]  # consumed items leave the collection
     since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     assert await ids(modifiedAfter=since) == [addon.item_id]
     ms_ajax = f"/Date({int((datetime.now(UTC) - timedelta(days=1)).timestamp() * 1000)})/"
@@ -258,8 +278,16 @@ async def test_query_merges_beneficiaries_with_their_ticket_references(
 
 
 def grant_body(b2b_key: str, order_id: str = ORDER, **extra: Any) -> dict[str, Any]:
-    return {"availabilityId": "AV1", "b2bKey": b2b_key, "language": "en-us", "market": "US",
-            "orderId": order_id, "productId": "FREE1", "skuId": "0010", **extra}  # fmt: skip
+    return {
+        "availabilityId": "AV1",
+        "b2bKey": b2b_key,
+        "language": "en-us",
+        "market": "US",
+        "orderId": order_id,
+        "productId": "FREE1",
+        "skuId": "0010",
+        **extra,
+    }
 
 
 async def test_grant_a_free_product_and_replay_the_order(
@@ -267,8 +295,9 @@ async def test_grant_a_free_product_and_replay_the_order(
 ) -> None:
     emu.add_free_product("FREE1", availability_id="AV1", title="Gem pack")
     key = emu.mint_store_id_key("user-1", "purchase", publisher_user_id="pub-1")
-    status, _, order = await post(session, emu, "/v6.0/purchases/grant",
-                                  grant_body(key, devOfferId="offer-1"))  # fmt: skip
+    status, _, order = await post(
+        session, emu, "/v6.0/purchases/grant", grant_body(key, devOfferId="offer-1")
+    )
     assert status == 200
     assert order["orderId"] == ORDER
     assert order["orderState"] == "Purchased"
@@ -298,8 +327,9 @@ async def test_order_ids_are_unique_per_user_not_globally(
 
 async def test_wire_variants_use_the_table_spellings(session: aiohttp.ClientSession) -> None:
     async with StoreEmulator(wire_variants=True, auto_create=True) as emu:
-        _, _, order = await post(session, emu, "/v6.0/purchases/grant",
-                                 grant_body("u", devOfferId="o"))  # fmt: skip
+        _, _, order = await post(
+            session, emu, "/v6.0/purchases/grant", grant_body("u", devOfferId="o")
+        )
     (line,) = order["orderLineItems"]
     assert "createdtime" in order
     assert "createdTime" not in order
@@ -317,9 +347,12 @@ async def test_renew_a_key_with_the_token_in_the_body(
 ) -> None:
     old = emu.mint_store_id_key("user-1", "purchase", publisher_user_id="pub-1")
     status, _, document = await post(
-        session, emu, "/v6.0/b2b/keys/renew", {"serviceTicket": emu.dev_token, field: old},
+        session,
+        emu,
+        "/v6.0/b2b/keys/renew",
+        {"serviceTicket": emu.dev_token, field: old},
         headers={"Authorization": ""},
-    )  # fmt: skip
+    )
     assert status == 200
     new = document["key"]
     claims = jwt.decode(new, options={"verify_signature": False})
@@ -346,8 +379,10 @@ async def test_a_key_payload_is_not_the_raw_user_and_opaque_dotted_ids_stay_opaq
     ]
     assert base64.urlsafe_b64decode(payload)  # opaque base64
     item = emu.add_consumable("john.doe.smith", "P")
-    assert await consume(session, emu, user="john.doe.smith", itemId=item.item_id,
-                         trackingId=T1) == 204  # fmt: skip
+    assert (
+        await consume(session, emu, user="john.doe.smith", itemId=item.item_id, trackingId=T1)
+        == 204
+    )
 
 
 # -- offline license -------------------------------------------------------------------------
@@ -364,3 +399,35 @@ async def test_offline_license(session: aiohttp.ClientSession, emu: StoreEmulato
     assert document["requestorId"] == emu.tenant_id
     assert document["contentId"] == "content-1"
     assert orjson.loads(base64.b64decode(document["licenseBlob"]))["contentId"] == "content-1"
+
+
+async def test_query_purchaser_is_the_publisher_user_id_of_the_key(
+    session: aiohttp.ClientSession, emu: StoreEmulator
+) -> None:
+    emu.add_item("user-3", "D1")
+    key = emu.mint_store_id_key("user-3", publisher_user_id="my-app-user-3")
+    body = {"beneficiaries": [identity(key)], "productTypes": ["Durable"]}
+    _, _, page = await post(session, emu, "/v6.0/collections/query", body)
+    (item,) = page["items"]
+    assert item["purchaser"] == {"identityType": "pub", "identityValue": "my-app-user-3"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"port": 70000}, "port must be within"),
+        ({"token_lifetime": 0}, "must be > 0"),
+        ({"client_secret": ""}, "client_secret must be a non-empty string"),
+    ],
+)
+def test_invalid_emulator_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StoreEmulator(**options)
+
+
+def test_properties_need_a_started_emulator() -> None:
+    emu = StoreEmulator()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = emu.url
+    assert "not started" in repr(emu)
+    assert emu.dev_token not in repr(emu)

@@ -212,6 +212,7 @@ async def test_faults_are_counted_by_endpoint_and_kind(session: aiohttp.ClientSe
         )
         assert emu.stats.faults_by_kind("query") == Counter()
         assert emu.stats.requests["consume"] == 4
-        assert emu.stats.answers == Counter({("consume", 503): 2, ("consume", 500): 1,
-                                             ("consume", 204): 1})  # fmt: skip
+        assert emu.stats.answers == Counter(
+            {("consume", 503): 2, ("consume", 500): 1, ("consume", 204): 1}
+        )
         assert [entry[2] for entry in emu.stats.fault_log] == script[:3]

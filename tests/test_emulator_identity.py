@@ -91,17 +91,25 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def token_request(
-    session: aiohttp.ClientSession, emu: StoreEmulator, form: dict[str, str], *,
-    tenant: str | None = None, v1: bool = False,
-) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    session: aiohttp.ClientSession,
+    emu: StoreEmulator,
+    form: dict[str, str],
+    *,
+    tenant: str | None = None,
+    v1: bool = False,
+) -> tuple[int, dict[str, Any]]:
     path = "oauth2/token" if v1 else "oauth2/v2.0/token"
     async with session.post(f"{emu.url}/{tenant or emu.tenant_id}/{path}", data=form) as answer:
         return answer.status, orjson.loads(await answer.read())
 
 
 def good_form(emu: StoreEmulator, **changes: str) -> dict[str, str]:
-    form = {"grant_type": "client_credentials", "client_id": emu.client_id,
-            "client_secret": emu.client_secret, "scope": SCOPE}  # fmt: skip
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": emu.client_id,
+        "client_secret": emu.client_secret,
+        "scope": SCOPE,
+    }
     form.update(changes)
     return {key: value for key, value in form.items() if value}
 
@@ -143,8 +151,10 @@ async def test_v1_token_endpoint_with_resource(session: aiohttp.ClientSession) -
         status, body = await token_request(session, emu, form, v1=True)
     assert status == 200
     assert (body["token_type"], body["expires_in"], body["resource"]) == (
-        "Bearer", 600, "https://onestore.microsoft.com",
-    )  # fmt: skip
+        "Bearer",
+        600,
+        "https://onestore.microsoft.com",
+    )
     assert int(body["expires_on"]) > 0
 
 
@@ -154,9 +164,15 @@ async def test_issued_tokens_work_until_expired(session: aiohttp.ClientSession) 
         assert (status, body["token_type"], body["expires_in"]) == (200, "Bearer", 3600)
 
         async def consume(token: str, tracking: str) -> tuple[int, bytes]:
-            payload = {"beneficiary": {"identityType": "b2b", "identityValue": "u",
-                                       "localTicketReference": "r"},
-                       "itemId": tracking, "trackingId": tracking}  # fmt: skip
+            payload = {
+                "beneficiary": {
+                    "identityType": "b2b",
+                    "identityValue": "u",
+                    "localTicketReference": "r",
+                },
+                "itemId": tracking,
+                "trackingId": tracking,
+            }
             url, headers = (
                 f"{emu.url}/v6.0/collections/consume",
                 {"Authorization": f"Bearer {token}"},

@@ -27,14 +27,15 @@ async def test_the_fixture_yields_a_started_emulator(store_emulator: StoreEmulat
         aiohttp.ClientSession() as session,
         session.post(
             f"{store_emulator.url}/v6.0/collections/consume", json=body, headers=headers
-        ) as answer,  # fmt: skip
+        ) as answer,
     ):
         assert answer.status == 204
     assert store_emulator.ledger.total == 1
 
 
-@pytest.mark.store_emulator(faults=FaultPlan(script={"consume": [FaultKind.HTTP_503]}),
-                            auto_create=True)  # fmt: skip
+@pytest.mark.store_emulator(
+    faults=FaultPlan(script={"consume": [FaultKind.HTTP_503]}), auto_create=True
+)
 async def test_the_marker_configures_the_emulator(store_emulator: StoreEmulator) -> None:
     assert store_emulator.faults.script["consume"] == (FaultKind.HTTP_503,)
     body = consume_body("auto")
@@ -42,8 +43,9 @@ async def test_the_marker_configures_the_emulator(store_emulator: StoreEmulator)
     statuses = []
     async with aiohttp.ClientSession() as session:
         for _ in range(2):
-            async with session.post(f"{store_emulator.url}/v6.0/collections/consume", json=body,
-                                    headers=headers) as answer:  # fmt: skip
+            async with session.post(
+                f"{store_emulator.url}/v6.0/collections/consume", json=body, headers=headers
+            ) as answer:
                 statuses.append(answer.status)
     assert statuses == [503, 204]
 

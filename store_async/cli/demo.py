@@ -62,9 +62,12 @@ def _rate(text: str) -> float:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=_positive, default=10_000, help="consumables (10000)")
     parser.add_argument(
-        "--fault-rate", type=_rate, default=0.1, metavar="R",
+        "--fault-rate",
+        type=_rate,
+        default=0.1,
+        metavar="R",
         help="probability of an injected fault per request (0.1)",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=None, help="fault seed (random when absent)")
     parser.add_argument(
         "--concurrency", type=_positive, default=64, help="concurrent consumes (64)"

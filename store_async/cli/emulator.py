@@ -46,23 +46,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8080, help="port (8080; 0 = any free port)")
     parser.add_argument(
-        "--fault-rate", type=_rate, default=0.0, metavar="R",
+        "--fault-rate",
+        type=_rate,
+        default=0.0,
+        metavar="R",
         help="probability of an injected fault per Store request (0)",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=None, help="fault seed (random when absent)")
     parser.add_argument(
-        "--retry-after", type=float, default=1.0, metavar="SECONDS",
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
         help="Retry-After sent with injected 429/503 answers (1)",
-    )  # fmt: skip
+    )
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
     parser.add_argument(
-        "--token", default=None,
+        "--token",
+        default=None,
         help="the development bearer token to accept (random when absent)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--strict-keys", action="store_true",
+        "--strict-keys",
+        action="store_true",
         help="accept only Store ID keys minted by the emulator as identity values",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,8 +101,11 @@ async def _serve(args: argparse.Namespace) -> int:
         try:
             await emulator.start()
         except OSError as error:
-            print(f"store-async emulator: cannot listen on {args.host}:{args.port}: "
-                  f"{error.strerror or error}", file=sys.stderr)  # fmt: skip
+            print(
+                f"store-async emulator: cannot listen on {args.host}:{args.port}: "
+                f"{error.strerror or error}",
+                file=sys.stderr,
+            )
             return 1
         try:
             sys.stdout.write(f"{emulator.url}\n{emulator.dev_token}\n")

@@ -57,7 +57,9 @@ class Item:
         in_window = self.start_date <= moment and (self.end_date is None or moment < self.end_date)
         return self.status == "Active" and in_window
 
-    def to_wire(self, local_ticket_reference: str) -> dict[str, Any]:
+    def to_wire(self, local_ticket_reference: str, publisher_user_id: str) -> dict[str, Any]:
+        """The CollectionItemContractV6 JSON; ``purchaser`` is the publisher user id that the
+        querying key carries (its ``userId`` claim)."""
         document: dict[str, Any] = {
             "acquiredDate": wire_time(self.acquired_date),
             "endDate": wire_time(self.end_date) if self.end_date else END_OF_TIME,
@@ -70,7 +72,7 @@ class Item:
             "productId": self.product_id,
             "productType": self.product_type,
             "purchasedCountry": "US",
-            "purchaser": {"identityType": "pub", "identityValue": self.user_id},
+            "purchaser": {"identityType": "pub", "identityValue": publisher_user_id},
             "quantity": 1,
             "skuId": self.sku_id,
             "skuType": "Full",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 import ssl
-from datetime import datetime
 from types import TracebackType
 from typing import Final, Literal
 
@@ -26,15 +25,14 @@ from aiohttp import web
 
 from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
-from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
 from store_async.emulator.state import StoreState
 from store_async.emulator.stats import EmulatorStats
 from store_async.emulator.tls import TlsMaterial
 from store_async.emulator.tokens import STORE_AUDIENCE, AccessTokens
-from store_async.emulator.wire import new_guid
 from store_async.endpoints import Endpoints
 
 __all__ = [
@@ -49,7 +47,7 @@ DEFAULT_CLIENT_ID: Final = "0d4f7a2c-6b1e-4f3a-8c9d-7e6f5a4b3c2d"
 DEFAULT_CLIENT_SECRET: Final = "emulator-client-secret"
 
 
-class StoreEmulator:
+class StoreEmulator(Seeding):
     """The Store (Collections, Purchase, Store ID keys, Store for Business) and an Entra ID
     token endpoint, on one loopback port, with seeded fault injection.
 
@@ -91,6 +89,17 @@ class StoreEmulator:
         wire_variants: bool = False,
         content_length_on_204: bool = True,
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {port}")
+        if token_lifetime <= 0 or key_lifetime <= 0:
+            raise ValueError("token_lifetime and key_lifetime must be > 0 seconds")
+        for name, value in (
+            ("tenant_id", tenant_id),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
         self.host = host
         self._port = port
         self._tls_wanted = tls
@@ -129,7 +138,7 @@ class StoreEmulator:
         """Listen; :attr:`url` is known afterwards."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        if self._tls_wanted:
+        if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
         runner = web.AppRunner(
             self._service.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0
@@ -141,11 +150,14 @@ class StoreEmulator:
                 self.host,
                 self._port,
                 ssl_context=self._tls.server_context() if self._tls else None,
-                backlog=1024,
+                backlog=1024,  # thousands of cold connections must not overflow the queue
             )
             await site.start()
         except BaseException:
             await runner.cleanup()
+            if self._tls is not None:
+                self._tls.close()
+                self._tls = None
             raise
         self._runner = runner
         port = runner.addresses[0][1]
@@ -161,6 +173,7 @@ class StoreEmulator:
             await runner.cleanup()
         if self._tls is not None:
             self._tls.close()
+            self._tls = None
 
     async def __aenter__(self) -> StoreEmulator:
         await self.start()
@@ -293,103 +306,6 @@ class StoreEmulator:
     def revoke_store_id_key(self, key: str) -> None:
         """Refuse this key from now on (the service may revoke keys before they expire)."""
         self._keys.revoke(key)
-
-    # -- seeding -------------------------------------------------------------------------
-
-    def add_consumable(
-        self,
-        user_id: str,
-        product_id: str,
-        *,
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        transaction_id: str | None = None,
-    ) -> Item:
-        """Give ``user_id`` one unconsumed ``UnmanagedConsumable``; returns the live item
-        (``item_id``, ``transaction_id``, ``consumed``...). Each call is one purchase with
-        its own item id."""
-        return self._state.add_item(
-            user_id,
-            product_id,
-            product_type="UnmanagedConsumable",
-            sku_id=sku_id,
-            item_id=item_id,
-            transaction_id=transaction_id,
-        )
-
-    def add_item(
-        self,
-        user_id: str,
-        product_id: str,
-        *,
-        product_type: str = "Durable",
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        acquired: datetime | None = None,
-        end_date: datetime | None = None,
-        status: str = "Active",
-        parent_product_id: str | None = None,
-    ) -> Item:
-        """Give ``user_id`` an item of any product type (``Application``, ``Durable``,
-        ``Game``, ``UnmanagedConsumable``)."""
-        return self._state.add_item(
-            user_id,
-            product_id,
-            product_type=product_type,
-            sku_id=sku_id,
-            item_id=item_id,
-            acquired=acquired,
-            end_date=end_date,
-            status=status,
-            parent_product_id=parent_product_id,
-        )
-
-    def items_of(self, user_id: str) -> list[Item]:
-        """All items of a user, consumed ones included, oldest first."""
-        return self._state.items_of(user_id)
-
-    def add_free_product(
-        self,
-        product_id: str,
-        sku_id: str = "0010",
-        *,
-        availability_id: str | None = None,
-        product_type: str = "Durable",
-        title: str = "Emulated free product",
-    ) -> CatalogProduct:
-        """A product that grant accepts."""
-        return self.add_product(product_id, sku_id, availability_id=availability_id,
-                                product_type=product_type, title=title, price=0.0)  # fmt: skip
-
-    def add_product(
-        self,
-        product_id: str,
-        sku_id: str = "0010",
-        *,
-        availability_id: str | None = None,
-        product_type: str = "Durable",
-        title: str = "Emulated product",
-        price: float = 4.99,
-    ) -> CatalogProduct:
-        """A catalog product; grant refuses it unless ``price`` is 0."""
-        product = CatalogProduct(
-            product_id=product_id,
-            sku_id=sku_id,
-            availability_id=availability_id or new_guid().replace("-", "")[:12].upper(),
-            product_type=product_type,
-            title=title,
-            price=price,
-        )
-        return self._state.add_product(product)
-
-    def add_business_product(
-        self, product_id: str, sku_id: str = "0016", *, owned: bool = True, offline: bool = True
-    ) -> BusinessProduct:
-        """A Store for Business product: offline license 409 when not ``owned`` or not
-        ``offline``; 404 for products never added."""
-        product = BusinessProduct(product_id, sku_id, owned=owned, offline=offline)
-        self._state.business[(product_id, sku_id)] = product
-        return product
 
     def __repr__(self) -> str:
         where = self._url or "not started"

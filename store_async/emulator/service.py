@@ -166,8 +166,13 @@ class StoreService:
     def _error(self, request: web.Request, endpoint: str, error: ApiError) -> web.Response:
         headers = self._headers(request)
         headers.update(error.headers)
-        body = error_body(error.status, error.inner_code, error.message,
-                          source=_SOURCES[endpoint], details=error.details)  # fmt: skip
+        body = error_body(
+            error.status,
+            error.inner_code,
+            error.message,
+            source=_SOURCES[endpoint],
+            details=error.details,
+        )
         return web.Response(status=error.status, body=body, content_type=_JSON, headers=headers)
 
     def _fault_answer(self, request: web.Request, endpoint: str, fault: FaultKind) -> web.Response:
@@ -220,8 +225,8 @@ class StoreService:
             raise ApiError(401, _TOKEN_INVALID, "The identity value is not a Store ID key.")
         return value, value
 
-    def _beneficiary(self, value: Any, field: str, client_id: str) -> tuple[str, str]:
-        """``(user id, localTicketReference)`` of a UserIdentity with a collections key."""
+    def _beneficiary(self, value: Any, field: str, client_id: str) -> tuple[str, str, str]:
+        """``(user id, publisher user id, localTicketReference)`` of a UserIdentity."""
         identity = lowered(value)
         if identity is None:
             raise ApiError.invalid(f"{field} must be a UserIdentity object.", field)
@@ -230,8 +235,8 @@ class StoreService:
         reference = identity.get("localticketreference")
         type_ok = isinstance(identity_type, str) and identity_type.lower() == "b2b"
         if type_ok and isinstance(key, str) and key and isinstance(reference, str):
-            user_id, _ = self._user_for_key(key, "collections", client_id)
-            return user_id, reference
+            user_id, publisher_user_id = self._user_for_key(key, "collections", client_id)
+            return user_id, publisher_user_id, reference
         bad = [] if type_ok else [f"{field}.identityType"]
         if not isinstance(key, str) or not key:
             bad.append(f"{field}.identityValue")
@@ -253,7 +258,7 @@ class StoreService:
     async def _consume(self, request: web.Request) -> web.StreamResponse:
         client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
         body = await self._body(request)
-        user_id, _ = self._beneficiary(body.get("beneficiary"), "beneficiary", client_id)
+        user_id, _, _ = self._beneficiary(body.get("beneficiary"), "beneficiary", client_id)
         self.state.consume(user_id, body)
         return web.Response(status=204, headers=self._headers(request))
 
@@ -264,8 +269,9 @@ class StoreService:
         if not isinstance(key, str) or not key:
             raise ApiError.invalid("b2bKey is required.", "b2bKey")
         user_id, publisher_user_id = self._user_for_key(key, "purchase", client_id)
-        order = self.state.grant(user_id, publisher_user_id, client_id, body,
-                                 variants=self.wire_variants)  # fmt: skip
+        order = self.state.grant(
+            user_id, publisher_user_id, client_id, body, variants=self.wire_variants
+        )
         return self._json(request, 200, order)
 
     async def _renew(self, request: web.Request) -> web.StreamResponse:

@@ -128,42 +128,22 @@ class StoreState:
 
     def consume(self, user_id: str, body: dict[str, Any]) -> None:
         """Apply (or replay) one consume; ``body`` has lowercase keys. Raises ``ApiError``."""
-        item_id, tracking = body.get("itemid"), body.get("trackingid")
-        product_id, transaction = body.get("productid"), body.get("transactionid")
-        by_item = item_id is not None or tracking is not None
-        by_transaction = product_id is not None or transaction is not None
+        by_item = body.get("itemid") is not None or body.get("trackingid") is not None
+        by_transaction = body.get("productid") is not None or body.get("transactionid") is not None
         if by_item == by_transaction:
             raise ApiError.invalid(
                 "Send either itemId and trackingId, or productId and transactionId.",
-                "itemId", "trackingId", "productId", "transactionId",
-            )  # fmt: skip
-        user = self._users.get(user_id)
+                "itemId",
+                "trackingId",
+                "productId",
+                "transactionId",
+            )
         if by_item:
-            key = canonical_guid(tracking)
-            if not isinstance(item_id, str) or not item_id or key is None:
-                raise ApiError.invalid(
-                    "itemId must be a non-empty string and trackingId a GUID.",
-                    *(["itemId"] if not isinstance(item_id, str) or not item_id else []),
-                    *(["trackingId"] if key is None else []),
-                )
-            item = None
-            if user is not None:  # stored ids are canonical: try the id as sent first
-                item = user.items.get(item_id) or user.items.get(item_key(item_id))
-            if item is None and self.auto_create:
-                item = self.add_item(user_id, "auto-consumable", product_type="UnmanagedConsumable",
-                                     item_id=item_id)  # fmt: skip
+            key, item = self._by_item(user_id, body.get("itemid"), body.get("trackingid"))
         else:
-            key = canonical_guid(transaction)
-            if not isinstance(product_id, str) or not product_id or key is None:
-                raise ApiError.invalid(
-                    "productId must be a non-empty string and transactionId a GUID.",
-                    *(["productId"] if not isinstance(product_id, str) or not product_id else []),
-                    *(["transactionId"] if key is None else []),
-                )
-            item = user.by_transaction.get((product_id, key)) if user else None
-            if item is None and self.auto_create:
-                item = self.add_item(user_id, product_id, product_type="UnmanagedConsumable",
-                                     transaction_id=key)  # fmt: skip
+            key, item = self._by_transaction(
+                user_id, body.get("productid"), body.get("transactionid")
+            )
         if item is None:
             raise ApiError(404, "ItemNotFound", "The user owns no such item.")
         if item.consumed_by is not None:
@@ -176,10 +156,48 @@ class StoreState:
         item.modified_date = now()
         self.ledger.record("consume", key, user_id=user_id, subject=item.item_id)
 
+    def _by_item(self, user_id: str, item_id: Any, tracking: Any) -> tuple[str, Item | None]:
+        key = canonical_guid(tracking)
+        if not isinstance(item_id, str) or not item_id or key is None:
+            bad = [] if isinstance(item_id, str) and item_id else ["itemId"]
+            raise ApiError.invalid(
+                "itemId must be a non-empty string and trackingId a GUID.",
+                *(bad if key is not None else [*bad, "trackingId"]),
+            )
+        user = self._users.get(user_id)
+        item = None
+        if user is not None:  # stored ids are canonical: try the id as sent first
+            item = user.items.get(item_id) or user.items.get(item_key(item_id))
+        if item is None and self.auto_create:
+            item = self.add_item(
+                user_id, "auto-consumable", product_type="UnmanagedConsumable", item_id=item_id
+            )
+        return key, item
+
+    def _by_transaction(
+        self, user_id: str, product_id: Any, transaction: Any
+    ) -> tuple[str, Item | None]:
+        key = canonical_guid(transaction)
+        if not isinstance(product_id, str) or not product_id or key is None:
+            bad = [] if isinstance(product_id, str) and product_id else ["productId"]
+            raise ApiError.invalid(
+                "productId must be a non-empty string and transactionId a GUID.",
+                *(bad if key is not None else [*bad, "transactionId"]),
+            )
+        user = self._users.get(user_id)
+        item = user.by_transaction.get((product_id, key)) if user else None
+        if item is None and self.auto_create:
+            item = self.add_item(
+                user_id, product_id, product_type="UnmanagedConsumable", transaction_id=key
+            )
+        return key, item
+
     # -- query ---------------------------------------------------------------------------
 
-    def query(self, beneficiaries: list[tuple[str, str]], body: dict[str, Any]) -> dict[str, Any]:
-        """One page of items for ``(user_id, localTicketReference)`` pairs."""
+    def query(
+        self, beneficiaries: list[tuple[str, str, str]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One page of items for ``(user id, publisher user id, localTicketReference)``."""
         types = body.get("producttypes")
         if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
             raise ApiError.invalid(
@@ -198,8 +216,8 @@ class StoreState:
         after = read_continuation_token(body.get("continuationtoken"))
         filters = QueryFilters.read(body)
         moment = now()
-        matches: list[tuple[int, Item, str]] = []
-        for user_id, reference in beneficiaries:
+        matches: list[tuple[int, Item, tuple[str, str]]] = []
+        for user_id, publisher_user_id, reference in beneficiaries:
             user = self._users.get(user_id)
             for item in user.items.values() if user else ():
                 if (
@@ -208,10 +226,10 @@ class StoreState:
                     and item.product_type in wanted_types
                     and filters.accept(item, moment)
                 ):
-                    matches.append((item.sequence, item, reference))
+                    matches.append((item.sequence, item, (reference, publisher_user_id)))
         matches.sort(key=lambda match: match[0])
         page = matches[:page_size]
-        document: dict[str, Any] = {"items": [item.to_wire(ref) for _, item, ref in page]}
+        document: dict[str, Any] = {"items": [item.to_wire(*who) for _, item, who in page]}
         if len(matches) > page_size:
             document["continuationToken"] = continuation_token(page[-1][0])
         return document
@@ -223,30 +241,16 @@ class StoreState:
         return product
 
     def grant(
-        self, user_id: str, publisher_user_id: str, client_id: str, body: dict[str, Any],
-        *, variants: bool,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        user_id: str,
+        publisher_user_id: str,
+        client_id: str,
+        body: dict[str, Any],
+        *,
+        variants: bool,
+    ) -> dict[str, Any]:
         """Grant a free product (or replay the order with the same ``orderId``)."""
-        required = ("availabilityid", "language", "market", "orderid", "productid", "skuid")
-        names = {"availabilityid": "availabilityId", "orderid": "orderId",
-                 "productid": "productId", "skuid": "skuId"}  # fmt: skip
-        missing = [
-            names.get(k, k) for k in required if not isinstance(body.get(k), str) or not body[k]
-        ]
-        order_id = canonical_guid(body.get("orderid"))
-        if order_id is None and "orderId" not in missing:
-            missing.append("orderId")
-        quantity = body.get("quantity", 1)
-        if quantity != 1 or type(quantity) is not int:
-            missing.append("quantity")
-        if missing:
-            raise ApiError.invalid("Invalid or missing parameters.", *missing)
-        assert order_id is not None
-        product_id, sku_id, availability_id = (
-            body["productid"],
-            body["skuid"],
-            body["availabilityid"],
-        )
+        order_id, product_id, sku_id, availability_id = _grant_fields(body)
         fingerprint = (product_id, sku_id, availability_id)
         stored = self._orders.get((user_id, order_id))
         if stored is not None:
@@ -262,8 +266,9 @@ class StoreState:
             raise ApiError.invalid("Unknown availability for this SKU.", "availabilityId")
         if product.price != 0:
             raise ApiError.invalid("Only free products can be granted.", "availabilityId")
-        item = self.add_item(user_id, product_id, product_type=product.product_type,
-                             sku_id=sku_id, order_id=order_id)  # fmt: skip
+        item = self.add_item(
+            user_id, product_id, product_type=product.product_type, sku_id=sku_id, order_id=order_id
+        )
         order = order_document(
             order_id=order_id,
             line_item_id=item.order_line_item_id or new_guid(),
@@ -299,8 +304,14 @@ class StoreState:
             raise ApiError(409, "NotOwned", "The organization does not own this product.")
         if not product.offline:
             raise ApiError(409, "NotOffline", "The product is not licensed for offline use.")
-        blob = orjson.dumps({"productId": product_id, "skuId": sku_id, "contentId": content_id,
-                             "licenseInstanceId": product.license_instance_id})  # fmt: skip
+        blob = orjson.dumps(
+            {
+                "productId": product_id,
+                "skuId": sku_id,
+                "contentId": content_id,
+                "licenseInstanceId": product.license_instance_id,
+            }
+        )
         return {
             "productKey": {"productId": product_id, "skuId": sku_id},
             "licenseBlob": base64.b64encode(blob).decode(),
@@ -308,3 +319,31 @@ class StoreState:
             "requestorId": requestor_id,
             "contentId": content_id,
         }
+
+
+_GRANT_FIELDS: Final = {
+    "availabilityid": "availabilityId",
+    "language": "language",
+    "market": "market",
+    "productid": "productId",
+    "skuid": "skuId",
+}
+
+
+def _grant_fields(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    """``(orderId, productId, skuId, availabilityId)`` of a grant request, else 400 naming
+    every missing or invalid field."""
+    invalid = [name for key, name in _GRANT_FIELDS.items() if not _text(body.get(key))]
+    order_id = canonical_guid(body.get("orderid"))
+    if order_id is None:
+        invalid.append("orderId")
+    quantity = body.get("quantity", 1)
+    if type(quantity) is not int or quantity != 1:  # "only 1 is supported"
+        invalid.append("quantity")
+    if invalid or order_id is None:
+        raise ApiError.invalid("Invalid or missing parameters.", *sorted(invalid))
+    return order_id, body["productid"], body["skuid"], body["availabilityid"]
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)

@@ -1,0 +1,122 @@
+"""Seeding the emulator's store: consumables, other items, free products, business products.
+
+Mixed into :class:`~store_async.emulator.StoreEmulator`; every method works before and after
+``start()``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
+from store_async.emulator.state import StoreState
+from store_async.emulator.wire import new_guid
+
+__all__ = ["Seeding"]
+
+
+class Seeding:
+    """The emulator's seeding methods (over ``self._state``)."""
+
+    _state: StoreState
+
+    def add_consumable(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        sku_id: str = "0010",
+        item_id: str | None = None,
+        transaction_id: str | None = None,
+    ) -> Item:
+        """Give ``user_id`` one unconsumed ``UnmanagedConsumable``; returns the live item
+        (``item_id``, ``transaction_id``, ``consumed``...). Each call is one purchase with
+        its own item id."""
+        return self._state.add_item(
+            user_id,
+            product_id,
+            product_type="UnmanagedConsumable",
+            sku_id=sku_id,
+            item_id=item_id,
+            transaction_id=transaction_id,
+        )
+
+    def add_item(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        product_type: str = "Durable",
+        sku_id: str = "0010",
+        item_id: str | None = None,
+        acquired: datetime | None = None,
+        end_date: datetime | None = None,
+        status: str = "Active",
+        parent_product_id: str | None = None,
+    ) -> Item:
+        """Give ``user_id`` an item of any product type (``Application``, ``Durable``,
+        ``Game``, ``UnmanagedConsumable``)."""
+        return self._state.add_item(
+            user_id,
+            product_id,
+            product_type=product_type,
+            sku_id=sku_id,
+            item_id=item_id,
+            acquired=acquired,
+            end_date=end_date,
+            status=status,
+            parent_product_id=parent_product_id,
+        )
+
+    def items_of(self, user_id: str) -> list[Item]:
+        """All items of a user, consumed ones included, oldest first."""
+        return self._state.items_of(user_id)
+
+    def add_free_product(
+        self,
+        product_id: str,
+        sku_id: str = "0010",
+        *,
+        availability_id: str | None = None,
+        product_type: str = "Durable",
+        title: str = "Emulated free product",
+    ) -> CatalogProduct:
+        """A product that grant accepts."""
+        return self.add_product(
+            product_id,
+            sku_id,
+            availability_id=availability_id,
+            product_type=product_type,
+            title=title,
+            price=0.0,
+        )
+
+    def add_product(
+        self,
+        product_id: str,
+        sku_id: str = "0010",
+        *,
+        availability_id: str | None = None,
+        product_type: str = "Durable",
+        title: str = "Emulated product",
+        price: float = 4.99,
+    ) -> CatalogProduct:
+        """A catalog product; grant refuses it unless ``price`` is 0."""
+        product = CatalogProduct(
+            product_id=product_id,
+            sku_id=sku_id,
+            availability_id=availability_id or new_guid().replace("-", "")[:12].upper(),
+            product_type=product_type,
+            title=title,
+            price=price,
+        )
+        return self._state.add_product(product)
+
+    def add_business_product(
+        self, product_id: str, sku_id: str = "0016", *, owned: bool = True, offline: bool = True
+    ) -> BusinessProduct:
+        """A Store for Business product: offline license 409 when not ``owned`` or not
+        ``offline``; 404 for products never added."""
+        product = BusinessProduct(product_id, sku_id, owned=owned, offline=offline)
+        self._state.business[(product_id, sku_id)] = product
+        return product
