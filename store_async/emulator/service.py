@@ -190,8 +190,9 @@ class StoreService:
             if reset and sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
-        # aiohttp cannot write this to the closed transport and drops it quietly.
-        return web.Response(status=204)
+        # aiohttp cannot write to the aborted transport and drops this quietly. A 500, so that
+        # if it ever leaked it could not pass for a success of an unapplied request.
+        return web.Response(status=500)
 
     # -- checks --------------------------------------------------------------------------
 
