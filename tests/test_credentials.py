@@ -37,3 +37,11 @@ def test_repr_hides_the_token() -> None:
 def test_bad_tokens_are_refused(token: object) -> None:
     with pytest.raises(ValidationError, match="non-empty string"):
         StaticTokenCredential(token)  # type: ignore[arg-type]
+
+
+def test_satisfies_azure_core_async_token_credential_protocol() -> None:
+    # Checked statically by mypy (the assignment) and at run time (runtime_checkable protocol).
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    credential: AsyncTokenCredential = StaticTokenCredential("t")
+    assert isinstance(credential, AsyncTokenCredential)
