@@ -41,6 +41,7 @@ __all__ = ["LineError", "iter_jsonl", "parse_line", "read_jsonl"]
 
 MAX_LINE_BYTES: Final = 64 * 1024
 MAX_KEY_LENGTH: Final = 1000
+_IDENTITY_CACHE: Final = 4096
 
 _TOP_FIELDS: Final = frozenset(
     ("key", "beneficiary", "itemId", "trackingId", "productId", "transactionId")
@@ -71,14 +72,14 @@ class _Invalid(Exception):
 
 def _text(document: dict[str, Any], name: str, *, label: str | None = None) -> str:
     value = document.get(name)
+    if type(value) is str and value and not value.isspace():
+        return value
     label = label or name
     if value is None:
         raise _Invalid(f"missing field {label!r}")
     if not isinstance(value, str):
         raise _Invalid(f"{label!r} must be a string, not {_json_type(value)}")
-    if not value or value.isspace():
-        raise _Invalid(f"{label!r} must not be empty")
-    return value
+    raise _Invalid(f"{label!r} must not be empty")
 
 
 def _guid(document: dict[str, Any], name: str) -> str:
@@ -95,13 +96,17 @@ def _json_type(value: object) -> str:
 
 
 def _unknown(document: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    if document.keys() <= allowed:
+        return
     unknown = sorted(name for name in document if name not in allowed)
-    if unknown:
-        names = ", ".join(repr(name[:40]) for name in unknown[:5])
-        raise _Invalid(f"unknown field{'s' if len(unknown) > 1 else ''} {names}{where}")
+    names = ", ".join(repr(name[:40]) for name in unknown[:5])
+    raise _Invalid(f"unknown field{'s' if len(unknown) > 1 else ''} {names}{where}")
 
 
-def _beneficiary(document: dict[str, Any]) -> UserIdentity:
+_Identities = dict[tuple[str, str, str | None], UserIdentity]
+
+
+def _beneficiary(document: dict[str, Any], identities: _Identities) -> UserIdentity:
     value = document.get("beneficiary")
     if value is None:
         raise _Invalid("missing field 'beneficiary'")
@@ -110,17 +115,28 @@ def _beneficiary(document: dict[str, Any]) -> UserIdentity:
     _unknown(value, _BENEFICIARY_FIELDS, " in 'beneficiary'")
     identity_value = _text(value, "identityValue", label="beneficiary.identityValue")
     ticket = _text(value, "localTicketReference", label="beneficiary.localTicketReference")
+    identity_type = None
     if "identityType" in value:
         identity_type = _text(value, "identityType", label="beneficiary.identityType")
-        return UserIdentity(
-            identity_value=identity_value,
-            local_ticket_reference=ticket,
-            identity_type=identity_type,
-        )
-    return UserIdentity(identity_value=identity_value, local_ticket_reference=ticket)
+    # Lines of one user share one record (and one journal row of the Store ID key).
+    cache_key = (identity_value, ticket, identity_type)
+    found = identities.get(cache_key)
+    if found is None:
+        if len(identities) >= _IDENTITY_CACHE:
+            identities.clear()
+        if identity_type is None:
+            found = UserIdentity(identity_value=identity_value, local_ticket_reference=ticket)
+        else:
+            found = UserIdentity(
+                identity_value=identity_value,
+                local_ticket_reference=ticket,
+                identity_type=identity_type,
+            )
+        identities[cache_key] = found
+    return found
 
 
-def _fulfillment(document: dict[str, Any], line: int) -> Fulfillment:
+def _fulfillment(document: dict[str, Any], line: int, identities: _Identities) -> Fulfillment:
     _unknown(document, _TOP_FIELDS, "")
     key = None
     if "key" in document:
@@ -131,7 +147,7 @@ def _fulfillment(document: dict[str, Any], line: int) -> Fulfillment:
     by_transaction = "productId" in document or "transactionId" in document
     if by_item and by_transaction:
         raise _Invalid("give either itemId (+ trackingId) or productId + transactionId, not both")
-    beneficiary = _beneficiary(document)
+    beneficiary = _beneficiary(document, identities)
     if by_transaction:
         product_id = _text(document, "productId")
         transaction_id = _guid(document, "transactionId")
@@ -152,8 +168,14 @@ def _fulfillment(document: dict[str, Any], line: int) -> Fulfillment:
     )
 
 
-def parse_line(raw: bytes, line: int) -> Fulfillment | LineError | None:
-    """Parse one line (without or with its newline). ``None`` for a blank line."""
+def parse_line(
+    raw: bytes, line: int, identities: _Identities | None = None
+) -> Fulfillment | LineError | None:
+    """Parse one line (without or with its newline). ``None`` for a blank line.
+
+    ``identities`` (a dict the caller keeps between lines) lets lines of one user share one
+    :class:`UserIdentity`.
+    """
     if not raw.strip():
         return None
     try:
@@ -165,7 +187,7 @@ def parse_line(raw: bytes, line: int) -> Fulfillment | LineError | None:
     key = document.get("key")
     key = key[:MAX_KEY_LENGTH] if isinstance(key, str) and key else None
     try:
-        return _fulfillment(document, line)
+        return _fulfillment(document, line, {} if identities is None else identities)
     except _Invalid as error:
         return LineError(line=line, message=str(error), key=key)
     except ValidationError as error:  # the records' own checks: they never repeat values
@@ -194,11 +216,11 @@ def _raw_lines(file: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, byte
 
 
 def _parsed(
-    number: int, raw: bytes | None, ended: bool, max_line_bytes: int
+    number: int, raw: bytes | None, ended: bool, max_line_bytes: int, identities: _Identities
 ) -> Fulfillment | LineError | None:
     if raw is None:
         return LineError(line=number, message=f"line is longer than {max_line_bytes} bytes")
-    item = parse_line(raw, number)
+    item = parse_line(raw, number, identities)
     if isinstance(item, LineError) and not ended:
         return LineError(
             line=number,
@@ -212,8 +234,9 @@ def iter_jsonl(
     file: IO[bytes], *, max_line_bytes: int = MAX_LINE_BYTES
 ) -> Iterator[Fulfillment | LineError]:
     """Parse a binary JSON Lines stream synchronously (blank lines skipped)."""
+    identities: _Identities = {}
     for number, raw, ended in _raw_lines(file, max_line_bytes):
-        item = _parsed(number, raw, ended, max_line_bytes)
+        item = _parsed(number, raw, ended, max_line_bytes, identities)
         if item is not None:
             yield item
 
@@ -228,6 +251,7 @@ async def read_jsonl(
 
     Raises :class:`OSError` if the file cannot be opened.
     """
+    identities: _Identities = {}
     with open(path, "rb") as file:  # noqa: ASYNC230 - opening is instant; reads go to a thread
         lines = _raw_lines(file, max_line_bytes)
 
@@ -236,6 +260,6 @@ async def read_jsonl(
 
         while chunk := await asyncio.to_thread(next_chunk):
             for number, raw, ended in chunk:
-                item = _parsed(number, raw, ended, max_line_bytes)
+                item = _parsed(number, raw, ended, max_line_bytes, identities)
                 if item is not None:
                     yield item

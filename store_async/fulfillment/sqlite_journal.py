@@ -45,71 +45,25 @@ import threading
 import time
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, Final
-
-import attrs
+from typing import Any
 
 from store_async.errors import StoreError
 from store_async.fulfillment._schema import Synchronous, connect
-from store_async.fulfillment.journal import (
-    Claim,
-    ClaimOutcome,
-    FailureInfo,
-    Fulfillment,
-    JournalError,
+from store_async.fulfillment._sqlite_store import (
+    DONE,
+    FAILED,
+    UNKNOWN,
+    JournalStore,
+    done_row,
+    error_row,
 )
-from store_async.models import ConsumeRequest, ConsumeResult
+from store_async.fulfillment.journal import Claim, Fulfillment, JournalError
+from store_async.models import ConsumeResult
 
 __all__ = ["SqliteJournal"]
 
-_INSERT: Final = """
-    INSERT OR IGNORE INTO fulfillments (key, idempotency_key, item_id, product_id, identity_type,
-        identity_value, local_ticket_reference, run_id, line, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_SELECT_BY_KEY: Final = """
-    SELECT idempotency_key, item_id, product_id, identity_type, local_ticket_reference, state,
-        run_id, line, error_type, error_status, error_code, error_inner_code, error_message
-    FROM fulfillments WHERE key = ?
-"""
-_RESEND: Final = """
-    UPDATE fulfillments SET state = 'pending', run_id = ?, line = ?, identity_type = ?,
-        identity_value = ?, updated_at = ? WHERE key = ?
-"""
-_DONE: Final = """
-    UPDATE fulfillments SET state = 'done', attempts = attempts + ?, correlation_id = ?,
-        request_id = ?, cv = ?, error_type = NULL, error_status = NULL, error_code = NULL,
-        error_inner_code = NULL, error_message = NULL, updated_at = ? WHERE key = ?
-"""
-_ERROR_COLUMNS: Final = """attempts = attempts + ?, correlation_id = ?, request_id = ?, cv = ?,
-        error_type = ?, error_status = ?, error_code = ?, error_inner_code = ?,
-        error_message = ?, updated_at = ?"""
-_FAILED: Final = f"UPDATE fulfillments SET state = 'failed', {_ERROR_COLUMNS} WHERE key = ?"
-# An unknown outcome only records the attempt; the row stays as it is (pending).
-_UNKNOWN: Final = f"UPDATE fulfillments SET {_ERROR_COLUMNS} WHERE key = ?"
-
 # Queue operations: small tuples, the first element says which.
 _CLAIM, _MARK, _FLUSH, _RUN, _CLOSE = range(5)
-
-_SEND: Final = ClaimOutcome.SEND
-
-
-def _error_row(key: str, error: StoreError) -> tuple[Any, ...]:
-    info = FailureInfo.from_error(error)
-    attempts = getattr(error, "attempts", None)
-    return (
-        attempts if isinstance(attempts, int) and attempts > 0 else 1,
-        error.correlation_id,
-        error.request_id,
-        error.cv,
-        info.error_type,
-        info.status,
-        info.code,
-        info.inner_code,
-        info.message,
-        time.time(),
-        key,
-    )
 
 
 class SqliteJournal:
@@ -147,9 +101,7 @@ class SqliteJournal:
         self._lazy_marks = 0  # marks queued but not yet committed (event-loop thread only)
         self.commits = 0
         """Transactions committed so far (each carries a whole batch of operations)."""
-        # Writer-thread state: the current run.
-        self._run_id = 0
-        self._retry_failed = False
+        self._store = JournalStore(self._connection)  # writer-thread state
 
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path!r})"
@@ -175,21 +127,13 @@ class SqliteJournal:
         return self._submit_waiting(_CLAIM, fulfillment)
 
     async def mark_done(self, key: str, result: ConsumeResult) -> None:
-        row = (
-            result.attempts,
-            result.correlation_id,
-            result.request_id,
-            result.cv,
-            time.time(),
-            key,
-        )
-        await self._mark(_DONE, row)
+        await self._mark(DONE, done_row(key, result))
 
     async def mark_failed(self, key: str, error: StoreError) -> None:
-        await self._mark(_FAILED, _error_row(key, error))
+        await self._mark(FAILED, error_row(key, error))
 
     async def mark_unknown(self, key: str, error: StoreError) -> None:
-        await self._mark(_UNKNOWN, _error_row(key, error))
+        await self._mark(UNKNOWN, error_row(key, error))
 
     async def flush(self) -> None:
         if self._thread is None and self._broken is None:
@@ -294,165 +238,37 @@ class SqliteJournal:
     def _apply(
         self, batch: list[tuple[Any, ...]], results: list[tuple[asyncio.Future[Any], Any]]
     ) -> None:
-        """Apply ``batch`` in one transaction; collect each waiter's answer in ``results``."""
-        connection = self._connection
+        """Apply ``batch`` in one transaction; collect each waiter's answer in ``results``.
+
+        Consecutive claims are decided together, consecutive marks of one kind written with one
+        ``executemany``. Reordering is not needed: operations run in arrival order.
+        """
+        connection, store = self._connection, self._store
         connection.execute("BEGIN IMMEDIATE")
         now = time.time()
-        for operation in batch:
+        index, size = 0, len(batch)
+        while index < size:
+            operation = batch[index]
             kind = operation[0]
-            if kind == _MARK:
-                connection.execute(operation[1], operation[2])
-            elif kind == _CLAIM:
-                results.append((operation[2], self._claim(operation[1], now)))
+            end = index + 1
+            if kind == _CLAIM:
+                while end < size and batch[end][0] == _CLAIM:
+                    end += 1
+                run = batch[index:end]
+                claims = store.claim_all([op[1] for op in run], now)
+                results.extend((op[2], claim) for op, claim in zip(run, claims, strict=True))
+            elif kind == _MARK:
+                statement = operation[1]
+                while end < size and batch[end][0] == _MARK and batch[end][1] is statement:
+                    end += 1
+                store.mark(statement, [op[2] for op in batch[index:end]])
             elif kind == _RUN:
-                results.append((operation[2], self._begin_run(operation[1], now)))
+                results.append((operation[2], store.begin_run(operation[1], os.getpid(), now)))
             else:  # _FLUSH or _CLOSE: a barrier, settled once this batch is committed
                 results.append((operation[2], None))
+            index = end
         connection.execute("COMMIT")
         self.commits += 1
-
-    def _begin_run(self, retry_failed: bool, now: float) -> int:
-        cursor = self._connection.execute(
-            "INSERT INTO runs (started_at, pid, retry_failed) VALUES (?, ?, ?)",
-            (now, os.getpid(), int(retry_failed)),
-        )
-        self._run_id, self._retry_failed = int(cursor.lastrowid or 0), retry_failed
-        return self._run_id
-
-    def _claim(self, fulfillment: Fulfillment, now: float) -> Claim:
-        """Decide one claim inside the open transaction (see :class:`ClaimOutcome`)."""
-        request, key = fulfillment.request, fulfillment.key
-        beneficiary = request.beneficiary
-        idempotency_key = request.idempotency_key
-        inserted = self._connection.execute(
-            _INSERT,
-            (
-                key,
-                idempotency_key,
-                request.item_id,
-                request.product_id,
-                beneficiary.identity_type,
-                beneficiary.identity_value,
-                beneficiary.local_ticket_reference,
-                self._run_id,
-                fulfillment.line,
-                now,
-                now,
-            ),
-        ).rowcount
-        if inserted == 1:
-            return Claim(outcome=_SEND, request=request)
-        row = self._connection.execute(_SELECT_BY_KEY, (key,)).fetchone()
-        if row is None:
-            return self._idempotency_key_taken(fulfillment)
-        (journaled_key, item_id, product_id, identity_type, ticket, state, run_id, line) = row[:8]
-        differing = _differences(
-            fulfillment, journaled_key, item_id, product_id, identity_type, ticket
-        )
-        where = f"line {line}" if line is not None else "an earlier call"
-        if differing:
-            return Claim(
-                outcome=ClaimOutcome.CONFLICT,
-                detail=f"key {_show(key)} is journaled ({where}, run {run_id}) with a different "
-                f"request: {', '.join(differing)} {'differs' if len(differing) == 1 else 'differ'}",
-            )
-        if run_id == self._run_id:
-            return Claim(outcome=ClaimOutcome.DUPLICATE, detail=f"duplicate of {where}")
-        if state == "done":
-            return Claim(outcome=ClaimOutcome.ALREADY_DONE)
-        if state == "failed" and not self._retry_failed:
-            error_type, status, code, inner_code, message = row[8:]
-            failure = FailureInfo(
-                error_type=error_type or "StoreError",
-                status=status,
-                code=code,
-                inner_code=inner_code,
-                message=message or "",
-            )
-            return Claim(
-                outcome=ClaimOutcome.ALREADY_FAILED,
-                request=_with_idempotency_key(request, journaled_key),
-                failure=failure,
-            )
-        # Resend under the journaled idempotency key, with the caller's current Store ID key
-        # (keys expire and get renewed; the journal keeps the latest for export).
-        self._connection.execute(
-            _RESEND,
-            (
-                self._run_id,
-                fulfillment.line,
-                beneficiary.identity_type,
-                beneficiary.identity_value,
-                now,
-                key,
-            ),
-        )
-        return Claim(
-            outcome=ClaimOutcome.RESEND, request=_with_idempotency_key(request, journaled_key)
-        )
-
-    def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim:
-        request = fulfillment.request
-        name = "trackingId" if request.item_id is not None else "transactionId"
-        other = self._connection.execute(
-            "SELECT key, line FROM fulfillments WHERE idempotency_key = ?",
-            (request.idempotency_key,),
-        ).fetchone()
-        if other is None:  # pragma: no cover - only a CHECK constraint could ignore the insert
-            return Claim(
-                outcome=ClaimOutcome.CONFLICT, detail="refused by the journal's constraints"
-            )
-        where = f" (line {other[1]})" if other[1] is not None else ""
-        return Claim(
-            outcome=ClaimOutcome.CONFLICT,
-            detail=f"its {name} is already journaled under another key {_show(other[0])}{where}",
-        )
-
-
-def _with_idempotency_key(request: ConsumeRequest, journaled_key: str) -> ConsumeRequest:
-    """``request`` under the journaled key (only a generated tracking id can differ here)."""
-    if request.idempotency_key == journaled_key:
-        return request
-    return attrs.evolve(request, tracking_id=journaled_key)
-
-
-def _differences(
-    fulfillment: Fulfillment,
-    journaled_key: str,
-    item_id: str | None,
-    product_id: str | None,
-    identity_type: str,
-    ticket: str,
-) -> list[str]:
-    """Names (never values) of the fields in which a claim differs from the journaled request.
-
-    The Store ID key is not compared: it is a credential that expires and gets renewed, not part
-    of what is being fulfilled.
-    """
-    request = fulfillment.request
-    if (request.item_id is None) != (item_id is None):
-        return ["the form (itemId+trackingId vs productId+transactionId)"]
-    differing = []
-    if request.item_id is not None:
-        if request.item_id != item_id:
-            differing.append("itemId")
-        if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:
-            differing.append("trackingId")
-    else:
-        if request.product_id != product_id:
-            differing.append("productId")
-        if request.idempotency_key != journaled_key:
-            differing.append("transactionId")
-    if request.beneficiary.local_ticket_reference != ticket:
-        differing.append("beneficiary.localTicketReference")
-    if request.beneficiary.identity_type != identity_type:
-        differing.append("beneficiary.identityType")
-    return differing
-
-
-def _show(key: str) -> str:
-    """A caller key for a message: keys are the caller's ids, not secrets, but may be long."""
-    return repr(key if len(key) <= 80 else key[:77] + "...")
 
 
 def _lock(path: str) -> int:

@@ -20,10 +20,13 @@ from store_async.models import ConsumeRequest, UserIdentity
 
 __all__ = ["JournalReader", "JournalRow"]
 
-_COLUMNS: Final = """key, idempotency_key, item_id, product_id, identity_type, identity_value,
-    local_ticket_reference, state, attempts, correlation_id, request_id, cv, error_type,
-    error_status, error_code, error_inner_code, error_message, run_id, line, created_at,
-    updated_at"""
+_SELECT: Final = """
+    SELECT f.key, f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.identity_value,
+        b.local_ticket_reference, f.state, f.attempts, f.correlation_id, f.request_id, f.cv,
+        f.error_type, f.error_status, f.error_code, f.error_inner_code, f.error_message, f.run_id,
+        f.line, f.created_at, f.updated_at
+    FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
+"""
 
 
 @attrs.frozen(kw_only=True)
@@ -120,7 +123,7 @@ class JournalReader:
         wanted = sorted({RowState(state).value for state in states})
         marks = ", ".join("?" * len(wanted))
         cursor = self._connection.execute(
-            f"SELECT {_COLUMNS} FROM fulfillments WHERE state IN ({marks}) ORDER BY rowid", wanted
+            f"{_SELECT} WHERE f.state IN ({marks}) ORDER BY f.rowid", wanted
         )
         try:
             while batch := cursor.fetchmany(512):
@@ -131,7 +134,5 @@ class JournalReader:
 
     def row(self, key: str) -> JournalRow | None:
         """The row of one caller key, if journaled."""
-        values = self._connection.execute(
-            f"SELECT {_COLUMNS} FROM fulfillments WHERE key = ?", (key,)
-        ).fetchone()
+        values = self._connection.execute(f"{_SELECT} WHERE f.key = ?", (key,)).fetchone()
         return None if values is None else _row(values)

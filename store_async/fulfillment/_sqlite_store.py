@@ -1,0 +1,258 @@
+"""The SQL of the SQLite journal: claim decisions and outcome marks, on the writer's connection.
+
+Everything here runs in the journal's writer thread, inside the transaction of one batch.
+:class:`SqliteJournal <store_async.fulfillment.SqliteJournal>` owns the thread and the futures.
+
+Claims take a fast path: all the claims of a batch are inserted with one ``executemany``
+(``INSERT OR IGNORE``); when every row went in (the usual case: new keys), every claim is a
+``SEND``. Otherwise the batch's inserts are rolled back to a savepoint and each claim is decided
+on its own (the key exists, or an idempotency key is taken).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any, Final
+
+import attrs
+
+from store_async.errors import StoreError
+from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment
+from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
+
+__all__ = ["DONE", "FAILED", "UNKNOWN", "JournalStore", "done_row", "error_row"]
+
+_INSERT: Final = """
+    INSERT OR IGNORE INTO fulfillments (key, idempotency_key, caller_chosen, item_id, product_id,
+        beneficiary_id, run_id, line, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SELECT_BY_KEY: Final = """
+    SELECT f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.local_ticket_reference,
+        f.state, f.run_id, f.line, f.error_type, f.error_status, f.error_code, f.error_inner_code,
+        f.error_message
+    FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
+    WHERE f.key = ?
+"""
+_RESEND: Final = """
+    UPDATE fulfillments SET state = 'pending', run_id = ?, line = ?, beneficiary_id = ?,
+        updated_at = ? WHERE key = ?
+"""
+DONE: Final = """
+    UPDATE fulfillments SET state = 'done', attempts = attempts + ?, correlation_id = ?,
+        request_id = ?, cv = ?, error_type = NULL, error_status = NULL, error_code = NULL,
+        error_inner_code = NULL, error_message = NULL, updated_at = ? WHERE key = ?
+"""
+_ERROR_COLUMNS: Final = """attempts = attempts + ?, correlation_id = ?, request_id = ?, cv = ?,
+        error_type = ?, error_status = ?, error_code = ?, error_inner_code = ?,
+        error_message = ?, updated_at = ?"""
+FAILED: Final = f"UPDATE fulfillments SET state = 'failed', {_ERROR_COLUMNS} WHERE key = ?"
+UNKNOWN: Final = f"UPDATE fulfillments SET {_ERROR_COLUMNS} WHERE key = ?"
+"""An unknown outcome only records the attempt; the row stays as it is (pending)."""
+
+_BENEFICIARY_CACHE: Final = 4096
+
+
+def done_row(key: str, result: ConsumeResult) -> tuple[Any, ...]:
+    """Parameters of :data:`DONE`."""
+    return (result.attempts, result.correlation_id, result.request_id, result.cv, time.time(), key)
+
+
+def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
+    """Parameters of :data:`FAILED` and :data:`UNKNOWN` (no secrets: see FailureInfo)."""
+    info = FailureInfo.from_error(error)
+    attempts = getattr(error, "attempts", None)
+    return (
+        attempts if isinstance(attempts, int) and attempts > 0 else 1,
+        error.correlation_id,
+        error.request_id,
+        error.cv,
+        info.error_type,
+        info.status,
+        info.code,
+        info.inner_code,
+        info.message,
+        time.time(),
+        key,
+    )
+
+
+class JournalStore:
+    """Claim decisions on one connection (writer thread only), for the current run."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self.run_id = 0
+        self._retry_failed = False
+        # Beneficiary -> row id: most batches repeat users. Bounded; rows are never deleted.
+        self._beneficiaries: dict[UserIdentity, int] = {}
+
+    def begin_run(self, retry_failed: bool, pid: int, now: float) -> int:
+        cursor = self._connection.execute(
+            "INSERT INTO runs (started_at, pid, retry_failed) VALUES (?, ?, ?)",
+            (now, pid, int(retry_failed)),
+        )
+        self.run_id, self._retry_failed = int(cursor.lastrowid or 0), retry_failed
+        return self.run_id
+
+    def mark(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        self._connection.executemany(statement, rows)
+
+    def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
+        """Decide claims in input order (see the module docstring)."""
+        connection, run_id = self._connection, self.run_id
+        rows = []
+        for fulfillment in fulfillments:
+            request = fulfillment.request
+            rows.append(
+                (
+                    fulfillment.key,
+                    request.idempotency_key,
+                    fulfillment.caller_tracking_id or request.transaction_id is not None,
+                    request.item_id,
+                    request.product_id,
+                    self._beneficiary_id(request.beneficiary),
+                    run_id,
+                    fulfillment.line,
+                    now,
+                    now,
+                )
+            )
+        connection.execute("SAVEPOINT claims")
+        if connection.executemany(_INSERT, rows).rowcount == len(rows):
+            connection.execute("RELEASE claims")
+            return [Claim(outcome=ClaimOutcome.SEND, request=f.request) for f in fulfillments]
+        connection.execute("ROLLBACK TO claims")
+        connection.execute("RELEASE claims")
+        return [
+            self._claim(fulfillment, row)
+            for fulfillment, row in zip(fulfillments, rows, strict=True)
+        ]
+
+    def _beneficiary_id(self, beneficiary: UserIdentity) -> int:
+        found = self._beneficiaries.get(beneficiary)
+        if found is not None:
+            return found
+        if len(self._beneficiaries) >= _BENEFICIARY_CACHE:
+            self._beneficiaries.clear()
+        cursor = self._connection.execute(
+            "INSERT INTO beneficiaries (identity_type, identity_value, local_ticket_reference) "
+            "VALUES (?, ?, ?)",
+            (
+                beneficiary.identity_type,
+                beneficiary.identity_value,
+                beneficiary.local_ticket_reference,
+            ),
+        )
+        found = self._beneficiaries[beneficiary] = int(cursor.lastrowid or 0)
+        return found
+
+    def _claim(self, fulfillment: Fulfillment, row: tuple[Any, ...]) -> Claim:
+        """Decide one claim on the slow path."""
+        connection, request, key = self._connection, fulfillment.request, fulfillment.key
+        if connection.execute(_INSERT, row).rowcount == 1:
+            return Claim(outcome=ClaimOutcome.SEND, request=request)
+        found = connection.execute(_SELECT_BY_KEY, (key,)).fetchone()
+        if found is None:
+            return self._idempotency_key_taken(fulfillment)
+        (journaled_key, item_id, product_id, identity_type, ticket, state, run_id, line) = found[:8]
+        differing = _differences(
+            fulfillment, journaled_key, item_id, product_id, identity_type, ticket
+        )
+        where = f"line {line}" if line is not None else "an earlier call"
+        if differing:
+            verb = "differs" if len(differing) == 1 else "differ"
+            return Claim(
+                outcome=ClaimOutcome.CONFLICT,
+                detail=f"key {_show(key)} is journaled ({where}, run {run_id}) with a different "
+                f"request: {', '.join(differing)} {verb}",
+            )
+        if run_id == self.run_id:
+            return Claim(outcome=ClaimOutcome.DUPLICATE, detail=f"duplicate of {where}")
+        if state == "done":
+            return Claim(outcome=ClaimOutcome.ALREADY_DONE)
+        if state == "failed" and not self._retry_failed:
+            error_type, status, code, inner_code, message = found[8:]
+            failure = FailureInfo(
+                error_type=error_type or "StoreError",
+                status=status,
+                code=code,
+                inner_code=inner_code,
+                message=message or "",
+            )
+            return Claim(
+                outcome=ClaimOutcome.ALREADY_FAILED,
+                request=_with_idempotency_key(request, journaled_key),
+                failure=failure,
+            )
+        # Resend under the journaled idempotency key, with the caller's current Store ID key
+        # (keys expire and get renewed; the journal keeps the latest, for export).
+        beneficiary_id = self._beneficiary_id(request.beneficiary)
+        connection.execute(_RESEND, (self.run_id, fulfillment.line, beneficiary_id, row[-1], key))
+        return Claim(
+            outcome=ClaimOutcome.RESEND, request=_with_idempotency_key(request, journaled_key)
+        )
+
+    def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim:
+        request = fulfillment.request
+        name = "trackingId" if request.item_id is not None else "transactionId"
+        other = self._connection.execute(
+            "SELECT key, line FROM fulfillments WHERE idempotency_key = ? AND caller_chosen = 1",
+            (request.idempotency_key,),
+        ).fetchone()
+        if other is None:  # pragma: no cover - only a CHECK constraint could ignore the insert
+            return Claim(
+                outcome=ClaimOutcome.CONFLICT, detail="refused by the journal's constraints"
+            )
+        where = f" (line {other[1]})" if other[1] is not None else ""
+        return Claim(
+            outcome=ClaimOutcome.CONFLICT,
+            detail=f"its {name} is already journaled under another key {_show(other[0])}{where}",
+        )
+
+
+def _with_idempotency_key(request: ConsumeRequest, journaled_key: str) -> ConsumeRequest:
+    """``request`` under the journaled key (only a generated tracking id can differ here)."""
+    if request.idempotency_key == journaled_key:
+        return request
+    return attrs.evolve(request, tracking_id=journaled_key)
+
+
+def _differences(
+    fulfillment: Fulfillment,
+    journaled_key: str,
+    item_id: str | None,
+    product_id: str | None,
+    identity_type: str,
+    ticket: str,
+) -> list[str]:
+    """Names (never values) of the fields in which a claim differs from the journaled request.
+
+    The Store ID key is not compared: it is a credential that expires and gets renewed, not part
+    of what is being fulfilled.
+    """
+    request = fulfillment.request
+    if (request.item_id is None) != (item_id is None):
+        return ["the form (itemId+trackingId vs productId+transactionId)"]
+    differing = []
+    if request.item_id is not None:
+        if request.item_id != item_id:
+            differing.append("itemId")
+        if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:
+            differing.append("trackingId")
+    else:
+        if request.product_id != product_id:
+            differing.append("productId")
+        if request.idempotency_key != journaled_key:
+            differing.append("transactionId")
+    if request.beneficiary.local_ticket_reference != ticket:
+        differing.append("beneficiary.localTicketReference")
+    if request.beneficiary.identity_type != identity_type:
+        differing.append("beneficiary.identityType")
+    return differing
+
+
+def _show(key: str) -> str:
+    """A caller key for a message: keys are the caller's ids, not secrets, but may be long."""
+    return repr(key if len(key) <= 80 else key[:77] + "...")
