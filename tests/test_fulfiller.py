@@ -310,3 +310,22 @@ async def test_an_async_source_is_read_to_the_end(path: Path) -> None:
         "total": 5, "done": 5, "alreadyDone": 0, "failed": 0, "alreadyFailed": 0,
         "pending": 0, "duplicates": 0, "rejected": 0,
     }  # fmt: skip
+
+
+async def test_no_access_token_stops_the_run_and_keeps_every_row_pending(path: Path) -> None:
+    class NoToken(FakeStore):
+        async def consume(self, request: ConsumeRequest) -> ConsumeResult:
+            self.sends[request.idempotency_key] += 1
+            raise AuthenticationError(
+                "could not get an access token for scope (ClientAuthenticationError)"
+            )
+
+    store = NoToken()
+    report = await run(path, store, [fulfillment(n) for n in range(1, 201)], concurrency=4)
+    assert report.stop_reason == (
+        "could not get an access token for scope (ClientAuthenticationError): check the credential"
+    )
+    assert (report.failed, report.exit_code, report.complete) == (0, ExitCode.PENDING, False)
+    assert report.pending == len(states(path))
+    assert set(states(path).values()) == {RowState.PENDING}
+    assert sum(store.sends.values()) <= 4  # the calls already in flight, no more

@@ -273,6 +273,11 @@ class Fulfiller:
             if error.retryable:  # not applied, or safe to resend: the row stays pending
                 stats.pending += 1
                 await journal.mark_unknown(key, error)
+            elif isinstance(error, AuthenticationError) and error.status is None:
+                # No access token at all: nothing was sent, and no row will fare better.
+                stats.pending += 1
+                await journal.mark_unknown(key, error)
+                self.stop(f"{error.message}: check the credential")
             else:
                 stats.failed += 1
                 await journal.mark_failed(key, error)

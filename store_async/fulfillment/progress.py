@@ -99,10 +99,12 @@ class ProgressBar:
         stats = self._stats()
         self._bar.update(stats.settled - self._bar.n)
         self._bar.set_postfix(
-            done=stats.done + stats.already_done,
-            pending=stats.pending,
-            failed=stats.failed + stats.already_failed,
-            rejected=stats.rejected,
-            in_flight=stats.in_flight,
+            {  # tqdm sorts keyword arguments; a dict keeps this order
+                "done": stats.done + stats.already_done,
+                "pending": stats.pending,
+                "failed": stats.failed + stats.already_failed,
+                "rejected": stats.rejected,
+                "in_flight": stats.in_flight,
+            },
             refresh=True,
         )
