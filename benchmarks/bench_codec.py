@@ -1,0 +1,155 @@
+"""Codec micro-benchmark: our records against plain orjson on the same JSON, in one run.
+
+    python benchmarks/bench_codec.py [--quick]
+
+Prints microseconds per operation (best of several repeats, so a noisy neighbour on a shared
+machine inflates nothing but the worst runs) for:
+
+- a 100-item query page: ``orjson.loads`` alone vs ``codec.loads(body, QueryResult)``;
+- a consume request: ``orjson.dumps`` of the finished dict vs ``codec.dumps(request)``;
+- building a ``ConsumeRequest`` (``for_item``, with and without a generated tracking id) next
+  to ``uuid.uuid4()`` and a bare attrs class of the same shape.
+
+No network, no files; bounded: a few seconds in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import timeit
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import orjson
+
+from store_async import codec
+from store_async.models import ConsumeRequest, QueryResult, UserIdentity
+
+ITEM: dict[str, Any] = {
+    "acquiredDate": "2015-09-22T19:22:51.2068724+00:00",
+    "devOfferId": "f9587c53-540a-498b-a281-8a349491ed47",
+    "endDate": "9999-12-31T23:59:59.9999999+00:00",
+    "fulfillmentData": [],
+    "inAppOfferToken": "consumable2",
+    "itemId": "4b8fbb13127a41f299270ea668681c1d",
+    "localTicketReference": "1055521810674918",
+    "modifiedDate": "2015-09-22T19:22:51.2513155+00:00",
+    "orderId": "4ba5960d-4ec6-4a81-ac20-aafce02ddf31",
+    "ownershipType": "OwnedByBeneficiary",
+    "productId": "9NBLGGH5WVP6",
+    "productType": "UnmanagedConsumable",
+    "purchaser": {"identityType": "pub", "identityValue": "user123"},
+    "skuId": "0010",
+    "skuType": "Full",
+    "startDate": "2015-09-22T19:22:51.2068724+00:00",
+    "status": "Active",
+    "tags": [],
+    "transactionId": "4ba5960d-4ec6-4a81-ac20-aafce02ddf31",
+}
+# A realistic Store ID key is a ~1 KB JWT.
+STORE_ID_KEY = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsIng1dCI6IjFhYmMifQ." + "A" * 900 + ".c2ln"
+TRACKING_ID = "44db79ca-e31d-49e9-8896-fa5c7f892b40"
+
+
+@attrs.frozen(kw_only=True)
+class _BareConsume:
+    """Same fields as ConsumeRequest, no converters or checks: the floor for attrs."""
+
+    beneficiary: UserIdentity
+    item_id: str | None = None
+    tracking_id: str | None = None
+    product_id: str | None = None
+    transaction_id: str | None = None
+
+
+def per_op(function: Callable[[], object], number: int, repeat: int) -> float:
+    """Best-of-``repeat`` microseconds per call."""
+    return min(timeit.repeat(function, number=number, repeat=repeat)) / number * 1e6
+
+
+def row(label: str, ours: float, baseline: float, baseline_label: str) -> None:
+    print(
+        f"  {label:<38} {ours:9.2f} µs   {baseline_label:<24} {baseline:9.2f} µs"
+        f"   x{ours / baseline:5.1f}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    repeat = 3 if args.quick else 7
+
+    page = orjson.dumps({"items": [ITEM] * 100, "continuationToken": "next"})
+    assert len(codec.loads(page, QueryResult).items) == 100
+    user = UserIdentity(identity_value=STORE_ID_KEY, local_ticket_reference="1055521810674918")
+    request = ConsumeRequest.for_item(user, ITEM["itemId"], TRACKING_ID)
+    as_dict = orjson.loads(codec.dumps(request))
+    assert orjson.dumps(as_dict) == codec.dumps(request)
+
+    print(f"Python {sys.version.split()[0]}, orjson {orjson.__version__}, pid {os.getpid()}")
+    print(
+        f"query page: 100 items, {len(page):,} bytes; consume body: {len(codec.dumps(request))} B"
+    )
+    print()
+    print("codec vs plain orjson on the same JSON")
+    row(
+        "codec.loads(page, QueryResult)",
+        per_op(lambda: codec.loads(page, QueryResult), 200 // scale, repeat),
+        per_op(lambda: orjson.loads(page), 2_000 // scale, repeat),
+        "orjson.loads(page)",
+    )
+    row(
+        "codec.dumps(consume request)",
+        per_op(lambda: codec.dumps(request), 200_000 // scale, repeat),
+        per_op(lambda: orjson.dumps(as_dict), 200_000 // scale, repeat),
+        "orjson.dumps(dict)",
+    )
+    print()
+    print("building a ConsumeRequest")
+    row(
+        "for_item(user, item, tracking_id)",
+        per_op(
+            lambda: ConsumeRequest.for_item(user, "item", TRACKING_ID), 100_000 // scale, repeat
+        ),
+        per_op(
+            lambda: _BareConsume(beneficiary=user, item_id="item", tracking_id=TRACKING_ID),
+            100_000 // scale,
+            repeat,
+        ),
+        "bare attrs class",
+    )
+    row(
+        "for_item(user, item)  (new UUID4)",
+        per_op(lambda: ConsumeRequest.for_item(user, "item"), 100_000 // scale, repeat),
+        per_op(uuid.uuid4, 100_000 // scale, repeat),
+        "uuid.uuid4()",
+    )
+    row(
+        "for_item + codec.dumps",
+        per_op(
+            lambda: codec.dumps(ConsumeRequest.for_item(user, "item")), 100_000 // scale, repeat
+        ),
+        per_op(
+            lambda: orjson.dumps(
+                {
+                    "beneficiary": as_dict["beneficiary"],
+                    "itemId": "i",
+                    "trackingId": str(uuid.uuid4()),
+                }
+            ),
+            100_000 // scale,
+            repeat,
+        ),
+        "dict + uuid4 + orjson",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
