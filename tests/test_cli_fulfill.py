@@ -111,23 +111,13 @@ def write_input(path: Path, count: int) -> None:
 
 
 def fulfill_command(
-    emulator: EmulatorThread, input_path: Path, journal: Path, *extra: str
+    emulator: EmulatorThread, input_path: Path, journal: Path, *extra: str, sync: str = "normal"
 ) -> list[str]:
+    """The fulfill command line; ``--sync normal`` by default: tests crash processes, not
+    machines (the crash test keeps the default, full)."""
     return [
-        sys.executable,
-        "-c",
-        CLI,
-        "fulfill",
-        str(input_path),
-        "--journal",
-        str(journal),
-        "--endpoint",
-        emulator.emulator.url,
-        "--token",
-        TOKEN,
-        "--sync",
-        "normal",
-        *extra,
+        *(sys.executable, "-c", CLI, "fulfill", str(input_path), "--journal", str(journal)),
+        *("--endpoint", emulator.emulator.url, "--token", TOKEN, "--sync", sync, *extra),
     ]
 
 
@@ -420,7 +410,7 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
     with EmulatorThread(faults=faults) as emulator:
         source, journal = tmp_path / "in.jsonl", tmp_path / "journal"
         write_input(source, lines)
-        command = fulfill_command(emulator, source, journal, "--no-progress")
+        command = fulfill_command(emulator, source, journal, "--no-progress", sync="full")
         moments = sorted(random.Random(20_240_601).sample(range(1_000, lines - 1_000), 5))
         left_pending = []
         for moment in moments:
@@ -434,15 +424,22 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
             left_pending.append(journal_counts(journal)[RowState.PENDING])
         # Every kill caught calls in flight: their intents were durable, their rows pending.
         assert all(pending > 0 for pending in left_pending), left_pending
-        for _ in range(10):  # then run to completion (faults may leave a few pending)
+        reruns = 0
+        while True:  # then run to completion (faults may leave a few pending)
+            reruns += 1
             final = subprocess.run(command, capture_output=True, timeout=600)
-            if final.returncode == 0:
+            if final.returncode == 0 or reruns == 10:
                 break
             assert final.returncode == 3, final.stderr
         assert final.returncode == 0, final.stderr
         assert_exactly_once(emulator, journal, lines)
         with JournalReader(journal) as reader:
-            assert reader.runs() >= 6
+            assert reader.runs() == 5 + reruns
+        faults = emulator.sync(lambda: sum(emulator.emulator.stats.faults.values()))
+        print(
+            f"killed at {moments} done rows, leaving {left_pending} pending; settled after "
+            f"{reruns} more runs; {faults} injected faults; {lines} applied exactly once"
+        )
 
 
 def test_exported_pending_rows_redrive_exactly_once_with_any_journal(
