@@ -70,8 +70,8 @@ class InnerError:
     code: str | None = None
     message: str | None = None
     source: str | None = None
-    data: tuple[Any, ...] = ()
-    details: tuple[Any, ...] = ()
+    data: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    details: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -81,8 +81,8 @@ class ServiceError:
     code: str | None = None
     message: str | None = None
     source: str | None = None
-    data: tuple[Any, ...] = ()
-    details: tuple[Any, ...] = ()
+    data: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    details: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
     inner_error: InnerError | None = None
 
 

@@ -222,3 +222,8 @@ def test_deeply_nested_body_does_not_raise() -> None:
     body = b"[" * 100_000 + b"]" * 100_000
     error = error_from_response(500, {}, body)
     assert isinstance(error, ServiceUnavailableError)
+
+
+def test_service_error_records_store_sequences_as_tuples() -> None:
+    error = ServiceError(data=[1], details=["d"], inner_error=InnerError(data=["x"], details=[]))
+    assert error == ServiceError(data=(1,), details=("d",), inner_error=InnerError(data=("x",)))
