@@ -116,6 +116,12 @@ class Fulfiller:
         if self._stop_reason is not None:
             self._cancel_workers()
             return
+        self._begin_stop(reason)
+
+    def _begin_stop(self, reason: str) -> None:
+        """Stop taking work (idempotent: the fulfiller's own reasons never escalate)."""
+        if self._stop_reason is not None:
+            return
         self._stop_reason = reason
         if self._feeder is not None:
             self._feeder.cancel()
@@ -277,7 +283,7 @@ class Fulfiller:
                 # No access token at all: nothing was sent, and no row will fare better.
                 stats.pending += 1
                 await journal.mark_unknown(key, error)
-                self.stop(f"{error.message}: check the credential")
+                self._begin_stop(f"{error.message}: check the credential")
             else:
                 stats.failed += 1
                 await journal.mark_failed(key, error)
@@ -299,7 +305,7 @@ class Fulfiller:
             return
         self._auth_failures_in_a_row += 1
         if self._auth_failures_in_a_row >= self._auth_failure_limit:
-            self.stop(
+            self._begin_stop(
                 f"{self._auth_failures_in_a_row} authentication failures in a row: check the "
                 "access token and the Store ID keys (rerun with --retry-failed once fixed)"
             )
