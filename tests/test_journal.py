@@ -383,3 +383,30 @@ async def test_a_journal_that_cannot_write_fails_every_waiter_with_a_typed_error
     await journal.close()
     with pytest.raises(JournalError, match="is closed"):
         await journal.claim(by_item("k3"))
+
+
+def test_a_damaged_journal_fails_with_typed_errors(path: Path) -> None:
+    async def fill() -> None:
+        async with SqliteJournal(path) as journal:
+            await journal.begin_run()
+            await asyncio.gather(*(journal.claim(by_item(f"k{n}", f"i{n}")) for n in range(2000)))
+
+    asyncio.run(fill())
+    connection = sqlite3.connect(path)  # fold the WAL into the file, then damage the file
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 4 * 4096
+    data[2 * 4096 : len(data)] = os.urandom(len(data) - 2 * 4096)  # keep pages 1-2
+    path.write_bytes(bytes(data))
+    with JournalReader(path) as reader, pytest.raises(JournalError, match="cannot read journal"):
+        reader.counts()
+
+    async def claim() -> None:
+        async with SqliteJournal(path) as journal:
+            await journal.begin_run()
+            await journal.claim(by_item("k1", "i1"))
+
+    with pytest.raises(JournalError, match="could not be written") as raised:
+        asyncio.run(claim())
+    assert "malformed" in str(raised.value)

@@ -37,6 +37,13 @@ def _states(text: str) -> tuple[RowState, ...]:
     return states
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     exit_1_on_usage_errors(parser)
     parser.add_argument("path", metavar="PATH", help="the journal file")
@@ -49,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="export to FILE (mode 0600)")
     parser.add_argument(
         "--limit",
-        type=int,
+        type=_count,
         default=50,
         metavar="N",
         help="failed rows listed in the summary (default 50)",
@@ -73,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
             count = _export(rows, sys.stdout.buffer)
             where = "stdout"
         else:
-            descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as error:
+                print(f"store-async journal: {error.strerror}: {args.output}", file=sys.stderr)
+                return EXIT_USAGE
             with open(descriptor, "wb") as file:
                 count = _export(rows, file)
             where = args.output

@@ -7,7 +7,9 @@ writer goes on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final
@@ -15,7 +17,7 @@ from typing import Any, Final
 import attrs
 
 from store_async.fulfillment._schema import connect
-from store_async.fulfillment.journal import FailureInfo, RowState
+from store_async.fulfillment.journal import FailureInfo, JournalError, RowState
 from store_async.models import ConsumeRequest, UserIdentity
 
 __all__ = ["JournalReader", "JournalRow"]
@@ -105,34 +107,46 @@ class JournalReader:
     def close(self) -> None:
         self._connection.close()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged file shows itself only when read: turn SQLite's errors into ours."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot read journal {self.path}: {error}") from None
+
     def counts(self) -> dict[RowState, int]:
         """Rows per state (every state present, possibly 0)."""
         counts = dict.fromkeys(RowState, 0)
-        for state, count in self._connection.execute(
-            "SELECT state, count(*) FROM fulfillments GROUP BY state"
-        ):
-            counts[RowState(state)] = count
+        with self._reading():
+            for state, count in self._connection.execute(
+                "SELECT state, count(*) FROM fulfillments GROUP BY state"
+            ):
+                counts[RowState(state)] = count
         return counts
 
     def runs(self) -> int:
         """How many runs used this journal."""
-        return int(self._connection.execute("SELECT count(*) FROM runs").fetchone()[0])
+        with self._reading():
+            return int(self._connection.execute("SELECT count(*) FROM runs").fetchone()[0])
 
     def rows(self, states: Iterable[RowState] = tuple(RowState)) -> Iterator[JournalRow]:
         """Rows in the given states, in the order they were first claimed; streamed."""
         wanted = sorted({RowState(state).value for state in states})
         marks = ", ".join("?" * len(wanted))
-        cursor = self._connection.execute(
-            f"{_SELECT} WHERE f.state IN ({marks}) ORDER BY f.rowid", wanted
-        )
-        try:
-            while batch := cursor.fetchmany(512):
-                for values in batch:
-                    yield _row(values)
-        finally:
-            cursor.close()
+        with self._reading():
+            cursor = self._connection.execute(
+                f"{_SELECT} WHERE f.state IN ({marks}) ORDER BY f.rowid", wanted
+            )
+            try:
+                while batch := cursor.fetchmany(512):
+                    for values in batch:
+                        yield _row(values)
+            finally:
+                cursor.close()
 
     def row(self, key: str) -> JournalRow | None:
         """The row of one caller key, if journaled."""
-        values = self._connection.execute(f"{_SELECT} WHERE f.key = ?", (key,)).fetchone()
+        with self._reading():
+            values = self._connection.execute(f"{_SELECT} WHERE f.key = ?", (key,)).fetchone()
         return None if values is None else _row(values)
