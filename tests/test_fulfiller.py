@@ -16,6 +16,7 @@ from store_async.errors import (
     OutcomeUnknownError,
     StoreError,
     ThrottledError,
+    ValidationError,
 )
 from store_async.fulfillment import (
     ExitCode,
@@ -329,3 +330,13 @@ async def test_no_access_token_stops_the_run_and_keeps_every_row_pending(path: P
     assert report.pending == len(states(path))
     assert set(states(path).values()) == {RowState.PENDING}
     assert sum(store.sends.values()) <= 4  # the calls already in flight, no more
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"concurrency": 0}, "Fulfiller concurrency must be an int >= 1, not 0"),
+    ({"grace": -1.0}, "Fulfiller grace must be >= 0 seconds, not -1.0"),
+])  # fmt: skip
+async def test_bad_options_are_refused(path: Path, options: dict[str, float], message: str) -> None:
+    async with SqliteJournal(path) as journal:
+        with pytest.raises(ValidationError, match=message):
+            Fulfiller(FakeStore(), journal, **options)  # type: ignore[arg-type]

@@ -24,7 +24,12 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Protocol, TypeAlias
 
-from store_async.errors import AuthenticationError, OutcomeUnknownError, StoreError
+from store_async.errors import (
+    AuthenticationError,
+    OutcomeUnknownError,
+    StoreError,
+    ValidationError,
+)
 from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment, Journal
 from store_async.fulfillment.report import FailedRow, FulfillmentReport, FulfillmentStats
 from store_async.fulfillment.source import LineError
@@ -77,8 +82,10 @@ class Fulfiller:
         max_listed: int = 1000,
         auth_failure_limit: int = 100,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError(f"Fulfiller concurrency must be an int >= 1, not {concurrency!r}")
+        if not grace >= 0:
+            raise ValidationError(f"Fulfiller grace must be >= 0 seconds, not {grace!r}")
         self._client = client
         self._journal = journal
         self._concurrency = concurrency
