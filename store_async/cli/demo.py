@@ -1,10 +1,13 @@
 """``store-async demo``: exactly-once under fire, on one machine, in seconds.
 
 Starts the emulator in this process with seeded faults (connections reset, answers lost after
-the commit, 500/503/429, slow answers), seeds ``--count`` consumables, and consumes them all
-through the real :class:`~store_async.client.StoreClient` with ``--concurrency`` workers.
-Requests whose outcome is unknown when retries end are resubmitted unchanged (same tracking
-id), as a fulfillment worker would. Then it audits the emulator's ledger:
+the commit, 500/503/429, slow answers), seeds ``--count`` consumables, and fulfills them all
+with the :class:`~store_async.fulfillment.Fulfiller` over the real
+:class:`~store_async.client.StoreClient` and a temporary SQLite journal, ``--concurrency``
+workers. Rows whose outcome is unknown when retries end stay pending in the journal; the demo
+then runs the fulfiller again over the same input, as an operator would rerun
+``store-async fulfill``, and the journal resends them under their original tracking ids. Then it
+audits the emulator's ledger:
 
 - **consumed exactly once**: the request's tracking id was applied once and its item is consumed;
 - **duplicates**: a tracking id applied more than once;
@@ -19,24 +22,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from azure.core.credentials_async import AsyncTokenCredential
-
     from store_async.client import StoreClient
     from store_async.emulator import FaultKind, Ledger
     from store_async.hooks import AttemptFinished
-    from store_async.models import ConsumeRequest
+    from store_async.models import ConsumeRequest, ConsumeResult
 
 __all__ = ["Audit", "audit", "configure", "run"]
 
 MAX_ROUNDS = 10
-"""Resubmission rounds before unsettled requests count as lost."""
+"""Fulfiller runs (the first and its reruns) before rows still pending count as lost."""
 
 
 def _positive(text: str) -> int:
@@ -85,11 +88,18 @@ class Audit:
     exactly_once: int = 0
     duplicates: int = 0
     lost: int = 0
+    pending: int = 0
+    """Journal rows still unsettled after the last rerun."""
     failed_requests: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.exactly_once == self.count and self.duplicates == 0 and self.lost == 0
+        return (
+            self.exactly_once == self.count
+            and self.duplicates == 0
+            and self.lost == 0
+            and self.pending == 0
+        )
 
 
 def audit(
@@ -132,40 +142,22 @@ class _Run:
             self.failed_attempts[f"{kind} ({cause})"] += 1
 
 
-async def _consume_round(
-    store: StoreClient,
-    pending: list[ConsumeRequest],
-    concurrency: int,
-    run: _Run,
-    update: Callable[[int], object],
-) -> list[ConsumeRequest]:
-    """Consume ``pending``; return the requests to resubmit (outcome unknown, or retryable)."""
-    from store_async.errors import OutcomeUnknownError, StoreError
+class _TimedClient:
+    """Wraps the client for the fulfiller, recording each consume call's latency."""
 
-    queue = iter(pending)
-    unsettled: list[ConsumeRequest] = []
+    def __init__(self, store: StoreClient, run: _Run, update: Callable[[int], object]) -> None:
+        self._store = store
+        self._run = run
+        self._update = update
 
-    async def worker() -> None:
-        for request in queue:
-            started = time.perf_counter()
-            try:
-                await store.consume(request)
-            except OutcomeUnknownError:
-                unsettled.append(request)
-                continue
-            except StoreError as error:
-                if error.retryable:  # a 429/503 after the retry budget ran dry
-                    unsettled.append(request)
-                else:
-                    run.failed[request.idempotency_key] = str(error)
-                    update(1)
-                continue
-            finally:
-                run.latencies.append(time.perf_counter() - started)
-            update(1)
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(pending)))))
-    return unsettled
+    async def consume(self, request: ConsumeRequest) -> ConsumeResult:
+        started = time.perf_counter()
+        try:
+            result = await self._store.consume(request)
+        finally:
+            self._run.latencies.append(time.perf_counter() - started)
+        self._update(1)
+        return result
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -178,6 +170,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
 
     from store_async.client import StoreClient
     from store_async.emulator import FaultPlan, StoreEmulator
+    from store_async.fulfillment import Fulfiller, Fulfillment, SqliteJournal
     from store_async.hooks import ClientHooks
     from store_async.models import ConsumeRequest, UserIdentity
 
@@ -209,22 +202,30 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
             disable=True if args.no_progress else None,
         )
         started = time.perf_counter()
-        # cast: StaticTokenCredential's __aexit__ parameter names differ from the protocol's.
-        credential = cast("AsyncTokenCredential", emulator.credential())
-        async with StoreClient(credential, endpoints=emulator.endpoints, hooks=hooks) as store:
-            pending = requests
-            for _round in range(MAX_ROUNDS):
-                pending = await _consume_round(
-                    store, pending, args.concurrency, run, progress.update
-                )
-                if not pending:
-                    break
-                run.resubmitted += len(pending)
+        work = [
+            Fulfillment.of(request, key=f"demo-order-{n}") for n, request in enumerate(requests)
+        ]
+        with tempfile.TemporaryDirectory(prefix="store-async-demo-") as folder:
+            async with (
+                StoreClient(
+                    emulator.credential(), endpoints=emulator.endpoints, hooks=hooks
+                ) as store,
+                SqliteJournal(Path(folder) / "demo.journal") as journal,
+            ):
+                timed = _TimedClient(store, run, progress.update)
+                for round_number in range(MAX_ROUNDS):
+                    report = await Fulfiller(timed, journal, concurrency=args.concurrency).run(work)
+                    if round_number:
+                        run.resubmitted += report.done + report.failed
+                    if not report.pending:
+                        break
         elapsed = time.perf_counter() - started
         progress.close()
-        failed = set(run.failed) | {request.idempotency_key for request in pending}
+        run.failed = {row.idempotency_key: str(row.failure) for row in report.failures}
+        failed = set(run.failed)
         consumed_by = {key: item.consumed_by for key, item in items.items() if item.consumed_by}
         verdict = audit(requests, failed, emulator.ledger, consumed_by)
+        verdict.pending = report.pending
         faults = emulator.stats.faults_by_kind("consume")
     _report(out, verdict, run, faults, elapsed)
     return 0 if verdict.ok else 1
@@ -242,8 +243,9 @@ def _report(
         f"consumed exactly once: {verdict.exactly_once} / {verdict.count}",
         f"duplicates:            {verdict.duplicates}",
         f"lost:                  {verdict.lost}",
+        f"still pending:         {verdict.pending}",
         f"attempts:              {run.attempts} ({retries} retries, "
-        f"{run.resubmitted} resubmitted after an unknown outcome)",
+        f"{run.resubmitted} resent from the journal after an unknown outcome)",
         f"failed attempts:       {failed_attempts or 'none'}",
         f"faults injected:       {injected or 'none'}",
         f"throughput:            {verdict.count / elapsed:,.0f} consumes/s ({elapsed:.1f} s)",
