@@ -130,7 +130,7 @@ async def test_a_busy_port_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [(["--fault-rate", "2"], "must be within 0..1"), (["--port", "x"], "not a port number")],
+    [(["--fault-rate", "2"], "must be within 0..1"), (["--port", "x"], "not a whole number")],
 )
 def test_bad_options_are_usage_errors(
     option: list[str], message: str, capsys: pytest.CaptureFixture[str]

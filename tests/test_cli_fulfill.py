@@ -263,7 +263,7 @@ def test_usage_and_configuration_errors_exit_1(
         capsys, "fulfill", str(source), "--journal", journal, "--concurrency", "0"
     )
     assert code == 1
-    assert "argument --concurrency: must be at least 1" in stderr
+    assert "argument --concurrency: must be >= 1, got 0" in stderr
     missing = tmp_path / "nothing.jsonl"
     code, stderr = run_main(capsys, "fulfill", str(missing), "--journal", journal)
     assert (code, stderr) == (1, f"store-async fulfill: no input file {missing}\n")

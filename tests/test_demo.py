@@ -84,7 +84,7 @@ def test_the_audit_passes_when_every_key_applied_once() -> None:
     [
         (["--count", "0"], "must be >= 1"),
         (["--fault-rate", "1.5"], "must be within 0..1"),
-        (["--concurrency", "x"], "not an integer"),
+        (["--concurrency", "x"], "not a whole number"),
     ],
 )
 def test_bad_options_are_usage_errors(

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from store_async.cli._arguments import integer, real
+
 if TYPE_CHECKING:
     from store_async.client import StoreClient
     from store_async.emulator import FaultKind, Ledger
@@ -42,38 +44,18 @@ MAX_ROUNDS = 10
 """Fulfiller runs (the first and its reruns) before rows still pending count as lost."""
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", type=_positive, default=10_000, help="consumables (10000)")
+    parser.add_argument("--count", type=integer(1), default=10_000, help="consumables (10000)")
     parser.add_argument(
         "--fault-rate",
-        type=_rate,
+        type=real(0.0, 1.0),
         default=0.1,
         metavar="R",
         help="probability of an injected fault per request (0.1)",
     )
     parser.add_argument("--seed", type=int, default=None, help="fault seed (random when absent)")
     parser.add_argument(
-        "--concurrency", type=_positive, default=64, help="concurrent consumes (64)"
+        "--concurrency", type=integer(1), default=64, help="concurrent consumes (64)"
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"

@@ -19,35 +19,19 @@ import asyncio
 import signal
 import sys
 
+from store_async.cli._arguments import integer, real
+
 __all__ = ["configure", "run"]
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be within 0..65535, got {value}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8080, help="port (8080; 0 = any free port)")
+    parser.add_argument(
+        "--port", type=integer(0, 65535), default=8080, help="port (8080; 0 = any free port)"
+    )
     parser.add_argument(
         "--fault-rate",
-        type=_rate,
+        type=real(0.0, 1.0),
         default=0.0,
         metavar="R",
         help="probability of an injected fault per Store request (0)",
@@ -55,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="fault seed (random when absent)")
     parser.add_argument(
         "--retry-after",
-        type=float,
+        type=real(0.0),
         default=1.0,
         metavar="SECONDS",
         help="Retry-After sent with injected 429/503 answers (1)",
@@ -80,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from store_async.emulator import FaultPlan, StoreEmulator
 
-    if args.retry_after < 0:
-        print("store-async emulator: --retry-after must be >= 0", file=sys.stderr)
-        return 1
     plan = FaultPlan(rate=args.fault_rate, seed=args.seed, retry_after=args.retry_after)
     emulator = StoreEmulator(
         faults=plan,

@@ -19,6 +19,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
+from store_async.cli._arguments import integer, real
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import (
@@ -36,20 +37,6 @@ __all__ = ["configure", "exit_1_on_usage_errors", "run"]
 TOKEN_VARIABLE: Final = "STORE_ASYNC_ACCESS_TOKEN"
 LIVE_REJECTIONS: Final = 100  # rejected lines printed as they happen; the rest go to --report
 LISTED_FAILURES: Final = 50  # failures printed in the final report; the rest go to --report
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be a number of seconds >= 0")
-    return value
 
 
 def exit_1_on_usage_errors(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=integer(1),
         default=64,
         metavar="N",
         help="calls in flight at most (default 64)",
@@ -92,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="FILE", help="also write the final report as JSON")
     parser.add_argument(
         "--grace",
-        type=_seconds,
+        type=real(0.0),
         default=30.0,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, seconds in-flight calls get (default 30)",

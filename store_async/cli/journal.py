@@ -17,6 +17,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from store_async.cli._arguments import integer
 from store_async.cli.fulfill import exit_1_on_usage_errors
 from store_async.fulfillment import JournalReader, JournalRow, RowState
 
@@ -37,13 +38,6 @@ def _states(text: str) -> tuple[RowState, ...]:
     return states
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     exit_1_on_usage_errors(parser)
     parser.add_argument("path", metavar="PATH", help="the journal file")
@@ -56,7 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="export to FILE (mode 0600)")
     parser.add_argument(
         "--limit",
-        type=_count,
+        type=integer(0),
         default=50,
         metavar="N",
         help="failed rows listed in the summary (default 50)",
