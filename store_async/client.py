@@ -5,8 +5,8 @@
 
 Every call runs its first attempt directly (no tenacity object, no closure, the body encoded
 once, headers and URLs prebuilt); only a retryable failure enters
-:func:`store_async.retry.retry_call`.
-What may be repeated after a *maybe applied* failure is decided per operation (DESIGN rule 2):
+:func:`store_async.retry.retry_call`. What may be repeated after a *maybe applied* failure
+is decided per operation (DESIGN rule 2):
 
 =====================  =================  =====================  ===============================
 operation              idempotency key    repeat after *maybe    when it ends unsettled
@@ -130,7 +130,8 @@ class StoreClient:
     :param retry: attempts, deadline, timeouts, backoff and retry budget.
     :param session: an ``aiohttp.ClientSession`` to use instead of creating one; the client does
         not close it, and the connector options below do not apply to it.
-    :param limit: most connections in the pool (all hosts).
+    :param limit: most connections in the pool, all hosts (0: no limit). Calls beyond it wait for
+        a free connection; that wait counts towards :attr:`RetryPolicy.connect_seconds`.
     :param limit_per_host: most connections per host (0: no per-host limit).
     :param keepalive_timeout: seconds an idle pooled connection is kept. Shorter than the typical
         server idle timeout, so the client does not reuse a connection the server is closing (a
@@ -180,7 +181,6 @@ class StoreClient:
         self._max_bytes = _count("max_response_bytes", max_response_bytes, minimum=1)
         if not isinstance(user_agent, str) or not user_agent.isprintable():
             raise ValidationError("user_agent must be a printable string")
-
         self._ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None

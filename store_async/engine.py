@@ -37,7 +37,10 @@ T = TypeVar("T")
 Parse = Callable[[Answer, int, Any], T]
 """``parse(answer, attempts, context) -> result``: a plain function, so no closure per call."""
 
-_NO_CEILING: Final = 1e12  # aiohttp rounds timeouts >= ceil_threshold up to whole seconds
+# aiohttp rounds timeouts of 5 s or more up to the next whole second of loop time (cheaper
+# timers). An attempt that must end by the deadline gets an exact timeout instead.
+_NO_CEILING: Final = 1e12
+_CEILING_SLACK: Final = 1.0
 _JSON: Final = "application/json"
 Headers = CIMultiDictProxy[str]
 """Prebuilt request headers: aiohttp copies a multidict without converting it first."""
@@ -69,6 +72,7 @@ class CallEngine:
         "_bare_headers",
         "_budget",
         "_clock",
+        "_first_timeout",
         "_header_token",
         "_hooks",
         "_json_headers",
@@ -100,8 +104,10 @@ class CallEngine:
         self._clock = clock
         self._sleep = sleep
         self._timeout = aiohttp.ClientTimeout(
-            total=policy.attempt_timeout, connect=policy.connect_timeout, ceil_threshold=_NO_CEILING
+            total=policy.attempt_timeout, connect=policy.connect_seconds
         )
+        # The first attempt of a call with the policy's deadline: built once too.
+        self._first_timeout = self._timeout_within(policy.deadline)
         self._user_agent = user_agent
         # Renewal carries the token in its body and no Authorization header.
         self._renew_headers = _headers({"Content-Type": _JSON, "User-Agent": user_agent})
@@ -127,10 +133,10 @@ class CallEngine:
         """Run one call: the first attempt bare, the rest (if any) under tenacity."""
         started = self._clock()
         transport = self.transport
-        token = self._tokens.fresh_token()
+        token = self._tokens.fresh_token() if transport is not None else None
         if (
-            transport is None
-            or token is None
+            token is None
+            or transport is None
             or deadline is not None
             or attempts is not None
             or renew_key is not None
@@ -146,7 +152,7 @@ class CallEngine:
                 url,
                 body,
                 self._json_headers if body is not None else self._bare_headers,
-                self._timeout,
+                self._first_timeout,
                 operation.name,
             )
             result = parse(answer, 1, context)
@@ -249,9 +255,7 @@ class CallEngine:
             headers = self._renew_headers
         else:
             headers = self._bare_headers if body is None else self._json_headers
-        timeout = self._timeout
-        if remaining < self._policy.attempt_timeout:
-            timeout = self._clip(remaining)
+        timeout = self._timeout_within(remaining)
         hooks = self._hooks
         started = 0.0
         if hooks is not None:
@@ -316,11 +320,13 @@ class CallEngine:
         self._bare_headers = _headers({"Authorization": authorization, "User-Agent": user_agent})
         self._header_token = token
 
-    def _clip(self, remaining: float) -> aiohttp.ClientTimeout:
-        """A timeout that ends at the call's deadline (typically a call's last attempt)."""
-        total = max(remaining, 0.001)
+    def _timeout_within(self, remaining: float) -> aiohttp.ClientTimeout:
+        """The attempt timeout, or one that ends exactly at the deadline if that comes first."""
+        if remaining >= self._policy.attempt_timeout + _CEILING_SLACK:
+            return self._timeout
+        total = max(min(remaining, self._policy.attempt_timeout), 0.001)
         return aiohttp.ClientTimeout(
             total=total,
-            connect=min(self._policy.connect_timeout, total),
+            connect=min(self._policy.connect_seconds, total),
             ceil_threshold=_NO_CEILING,
         )

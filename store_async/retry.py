@@ -88,9 +88,12 @@ class RetryPolicy:
     """Time for the whole call: all attempts and waits. Never slept past."""
     attempt_timeout: float = attrs.field(default=10.0, validator=_seconds(0, inclusive=False))
     """Time for one attempt (pool wait, connect, send, answer, body)."""
-    connect_timeout: float = attrs.field(default=5.0, validator=_seconds(0, inclusive=False))
-    """Time to get a connection (pool wait included). A timeout in this phase is *not sent*; one
-    after it is *maybe applied*. Keep it below ``attempt_timeout`` so the two stay apart."""
+    connect_timeout: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_seconds(0, inclusive=False))
+    )
+    """Time to get a connection, pool wait included (``None``: half the attempt timeout, at
+    most 5 s). A timeout in this phase is *not sent*; one after it is *maybe applied*. Keep it
+    below ``attempt_timeout`` so the two stay apart."""
     backoff_base: float = attrs.field(default=0.05, validator=_seconds(0, inclusive=True))
     """First backoff ceiling; doubles per retry (full jitter picks uniformly below it)."""
     backoff_cap: float = attrs.field(default=2.0, validator=_seconds(0, inclusive=True))
@@ -110,10 +113,15 @@ class RetryPolicy:
     """Tokens added per second regardless of traffic, so a quiet client recovers."""
 
     def __attrs_post_init__(self) -> None:
-        if self.connect_timeout > self.attempt_timeout:
+        if self.connect_timeout is not None and self.connect_timeout > self.attempt_timeout:
             raise ValidationError("RetryPolicy.connect_timeout must not exceed attempt_timeout")
-        if self.backoff_base > self.backoff_cap:
-            raise ValidationError("RetryPolicy.backoff_base must not exceed backoff_cap")
+
+    @property
+    def connect_seconds(self) -> float:
+        """The connect timeout in effect (see :attr:`connect_timeout`)."""
+        if self.connect_timeout is not None:
+            return self.connect_timeout
+        return min(5.0, self.attempt_timeout / 2)
 
 
 class RetryBudget:

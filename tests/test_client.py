@@ -328,3 +328,19 @@ def test_the_operation_table() -> None:
 
 def _user() -> UserIdentity:
     return UserIdentity(identity_value="key", local_ticket_reference="ref")
+
+
+def test_attempt_timeouts_never_end_after_the_deadline() -> None:
+    """aiohttp rounds timeouts of 5 s or more up to a whole second: fine for a full attempt,
+    not for one that must end at the deadline, which gets an exact timeout instead."""
+    usual = StoreClient(StaticTokenCredential("t"))._engine
+    assert usual._first_timeout is usual._timeout
+    assert (usual._timeout.total, usual._timeout.connect) == (10.0, 5.0)
+    tight = StoreClient(
+        StaticTokenCredential("t"), retry=RetryPolicy(deadline=10.5, attempt_timeout=10)
+    )._engine
+    first = tight._first_timeout
+    assert (first.total, first.connect) == (10.0, 5.0)
+    assert first.ceil_threshold > 1e9
+    last = tight._timeout_within(3.0)
+    assert (last.total, last.connect, last.ceil_threshold > 1e9) == (3.0, 3.0, True)

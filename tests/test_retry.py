@@ -359,7 +359,7 @@ async def test_defaults_recover_a_25_percent_fault_rate_inside_the_call() -> Non
         {"retry_after_cap": "10"},
         {"budget_size": -1},
         {"connect_timeout": 20.0},
-        {"backoff_base": 3.0},
+        {"connect_timeout": 0},
     ],
 )
 def test_policy_validation(kwargs: dict[str, object]) -> None:
@@ -370,6 +370,8 @@ def test_policy_validation(kwargs: dict[str, object]) -> None:
 def test_policy_defaults() -> None:
     policy = RetryPolicy()
     assert (policy.attempts, policy.deadline, policy.attempt_timeout) == (10, 30.0, 10.0)
-    assert policy.connect_timeout < policy.attempt_timeout
+    assert policy.connect_seconds == 5.0 < policy.attempt_timeout
+    assert RetryPolicy(attempt_timeout=2).connect_seconds == 1.0
+    assert RetryPolicy(backoff_base=5.0, backoff_cap=1.0).backoff_cap == 1.0
     assert policy.budget_success_deposit * 2 >= policy.budget_retry_cost  # sustains 33 % faults
     assert isinstance(InvalidRequestError("x"), StoreError)
