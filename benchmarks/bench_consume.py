@@ -130,7 +130,7 @@ async def run(base: str, requests: int, rounds: int) -> None:
     raw_session = aiohttp.ClientSession(connector=connector())
     store = StoreClient(credential, endpoints=Endpoints.single(base), limit=CONCURRENCY)
     azure_session = aiohttp.ClientSession(connector=connector())
-    azure = AsyncPipelineClient(
+    azure: AsyncPipelineClient[HttpRequest, Any] = AsyncPipelineClient(
         base_url=base,
         policies=[AsyncRetryPolicy(), AsyncBearerTokenCredentialPolicy(credential, SCOPE)],
         transport=AioHttpTransport(session=azure_session, session_owner=False),

@@ -30,14 +30,18 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeAlias
 
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.credentials_async import AsyncSupportsTokenInfo, AsyncTokenCredential
 
 from store_async.errors import AuthenticationError, ValidationError
 
-__all__ = ["STORE_SCOPE", "TokenCache"]
+__all__ = ["STORE_SCOPE", "Credential", "TokenCache"]
+
+Credential: TypeAlias = AsyncTokenCredential | AsyncSupportsTokenInfo
+"""Any azure-identity async credential: ``get_token`` and/or ``get_token_info``."""
 
 STORE_SCOPE: Final = "https://onestore.microsoft.com/.default"
 """The scope of the bearer token every Store services call carries."""
@@ -74,10 +78,11 @@ class TokenCache:
         "_backoff",
         "_backoff_cap",
         "_clock",
-        "_credential",
         "_expiry_margin",
         "_failures",
         "_fetches",
+        "_get_token",
+        "_get_token_info",
         "_last_error",
         "_random",
         "_refresh_at",
@@ -87,12 +92,11 @@ class TokenCache:
         "_task",
         "_token",
         "_usable_until",
-        "_use_token_info",
     )
 
     def __init__(
         self,
-        credential: AsyncTokenCredential,
+        credential: Credential,
         scope: str = STORE_SCOPE,
         *,
         refresh_margin: float = 300.0,
@@ -102,18 +106,23 @@ class TokenCache:
         failure_backoff_cap: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        has_get_token = callable(getattr(credential, "get_token", None))
-        has_token_info = callable(getattr(credential, "get_token_info", None))
-        if not (has_get_token or has_token_info):
+        get_token_info: Callable[[str], Awaitable[AccessTokenInfo]] | None = getattr(
+            credential, "get_token_info", None
+        )
+        get_token: Callable[[str], Awaitable[AccessToken]] | None = getattr(
+            credential, "get_token", None
+        )
+        if not callable(get_token_info) and not callable(get_token):
             raise ValidationError(
                 "credential must be an azure-identity AsyncTokenCredential "
                 f"(with get_token or get_token_info), got {type(credential).__name__}"
             )
         if not isinstance(scope, str) or not scope.strip():
             raise ValidationError("scope must be a non-empty string")
-        self._credential = credential
+        # Bound once; get_token_info is preferred: it carries refresh_on.
+        self._get_token_info = get_token_info if callable(get_token_info) else None
+        self._get_token = get_token if callable(get_token) else None
         self._scope = scope
-        self._use_token_info = has_token_info
         self._refresh_margin = _check_seconds("refresh_margin", refresh_margin)
         self._refresh_jitter = _check_seconds("refresh_jitter", refresh_jitter)
         self._expiry_margin = _check_seconds("expiry_margin", expiry_margin)
@@ -221,13 +230,14 @@ class TokenCache:
         self._fetches += 1
         refresh_on: float | None = None
         try:
-            if self._use_token_info:
-                info = await self._credential.get_token_info(self._scope)  # type: ignore[attr-defined]
-                token, expires_on, refresh_on = info.token, info.expires_on, info.refresh_on
+            if self._get_token_info is not None:
+                info = await self._get_token_info(self._scope)
+                raw_token, raw_expiry, refresh_on = info.token, info.expires_on, info.refresh_on
             else:
-                access = await self._credential.get_token(self._scope)
-                token, expires_on = access.token, access.expires_on
-            token, expires_on = self._checked(token, expires_on)
+                assert self._get_token is not None  # checked in __init__
+                access = await self._get_token(self._scope)
+                raw_token, raw_expiry = access.token, access.expires_on
+            token, expires_on = self._checked(raw_token, raw_expiry)
         except Exception as error:  # recorded for the waiters, logged below
             self._refresh_failed(error)
             return

@@ -40,11 +40,10 @@ from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from azure.core.credentials_async import AsyncTokenCredential
 from yarl import URL
 
 from store_async import __version__
-from store_async.auth import TokenCache
+from store_async.auth import Credential, TokenCache
 from store_async.codec import dumps, loads
 from store_async.endpoints import Endpoints
 from store_async.engine import CallEngine, check_seconds
@@ -146,7 +145,7 @@ class StoreClient:
 
     def __init__(
         self,
-        credential: AsyncTokenCredential | TokenCache,
+        credential: Credential | TokenCache,
         *,
         endpoints: Endpoints | None = None,
         retry: RetryPolicy | None = None,

@@ -307,7 +307,7 @@ class FakeStore:
 
     async def _consume(self, request: web.Request) -> web.StreamResponse:
         body, document = await self._record(request)
-        key = document.get("trackingId") or document.get("transactionId")
+        key = str(document.get("trackingId") or document.get("transactionId"))
         if document.get("itemId") and document.get("trackingId"):
             self.tracking_ids_by_item[document["itemId"]].add(document["trackingId"])
         self.bodies[key].add(body)
@@ -457,6 +457,12 @@ class CountingCredential:
         return AccessToken(token, expires_on)
 
     async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> CountingCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         pass
 
 

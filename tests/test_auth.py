@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -12,10 +13,9 @@ from store_async.errors import AuthenticationError, ValidationError
 from tests.fake_store import CountingCredential, FakeClock, LegacyCredential
 
 
-def cache_for(credential: CountingCredential, clock: FakeClock, **options: float) -> TokenCache:
-    return TokenCache(
-        credential, refresh_jitter=options.pop("refresh_jitter", 0.0), clock=clock, **options
-    )
+def cache_for(credential: CountingCredential, clock: FakeClock, **options: Any) -> TokenCache:
+    options.setdefault("refresh_jitter", 0.0)  # exact refresh times make exact tests
+    return TokenCache(credential, clock=clock, **options)
 
 
 async def test_cold_cache_10000_concurrent_callers_cause_one_get_token() -> None:

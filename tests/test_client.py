@@ -42,8 +42,7 @@ def client_for(store: FakeStore, **options: object) -> StoreClient:
     return StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=store.endpoints, **options)  # type: ignore[arg-type]
 
 
-def grant_request(order_id: str | None = None) -> GrantRequest:
-    fields: dict[str, str] = {} if order_id is None else {"order_id": order_id}
+def grant_request() -> GrantRequest:
     return GrantRequest(
         availability_id="9RR45VN0RWHD",
         b2b_key=make_store_id_key("purchase"),
@@ -51,7 +50,6 @@ def grant_request(order_id: str | None = None) -> GrantRequest:
         market="us",
         product_id="9NBLGGH4TNMP",
         sku_id="0010",
-        **fields,
     )
 
 
