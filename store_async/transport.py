@@ -8,7 +8,8 @@ aiohttp outcome                                           kind            why
 ========================================================  ==============  ====================
 ``ClientConnectorError`` family (refused, DNS, TLS,        not sent        no connection, so no
 certificate, proxy connect), ``ConnectionTimeoutError``                    request bytes left
-(connect phase, pool wait included)
+(connect phase, pool wait included); TLS/certificate                       (TLS: not retried)
+errors are final
 ``ServerDisconnectedError``, ``ClientOSError`` /           maybe applied   the request may have
 ``ConnectionResetError`` after connecting, a total                         been read and
 timeout (``TimeoutError``), ``SocketTimeoutError``,                        committed
@@ -65,13 +66,20 @@ def classify_exception(error: BaseException) -> FailureKind:
     return _MAYBE_APPLIED
 
 
+_PERMANENT: Final = (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, aiohttp.InvalidURL)
+"""Failures that no retry can cure (a certificate will not become valid in 50 ms)."""
+
+
 def _transport_error(error: BaseException, operation: str) -> TransportError:
     kind = classify_exception(error)
     detail = str(error) or "no details"
-    return TransportError(
+    failure = TransportError(
         f"{operation}: {type(error).__name__} ({kind.value.replace('_', ' ')}): {detail[:300]}",
         kind=kind,
     )
+    if isinstance(error, _PERMANENT):
+        failure.retryable = False
+    return failure
 
 
 class Transport:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from azure.identity.aio import ClientSecretCredential
 
 from store_async.client import StoreClient
 from store_async.emulator import FaultPlan, StoreEmulator
-from store_async.errors import OutcomeUnknownError
+from store_async.errors import FailureKind, OutcomeUnknownError, TransportError
+from store_async.hooks import AttemptFinished, ClientHooks
 from store_async.models import ConsumeRequest, ConsumeResult, QueryRequest, UserIdentity
 
 
@@ -64,3 +66,22 @@ async def test_client_secret_credential_and_25_percent_faults_fulfil_each_purcha
         assert all(emulator.ledger.applied(r.idempotency_key) == 1 for r in requests)
         assert emulator.tokens_issued == 1
         assert remaining == []
+
+
+async def test_an_untrusted_certificate_is_not_sent_and_not_retried() -> None:
+    attempts: list[AttemptFinished] = []
+    async with (
+        StoreEmulator(tls=True) as emulator,
+        StoreClient(
+            emulator.credential(),
+            endpoints=emulator.endpoints,  # no ssl_context: the test CA is not trusted
+            hooks=ClientHooks(on_attempt_end=attempts.append),
+            sleep=no_sleep,
+        ) as store,
+    ):
+        with pytest.raises(TransportError) as raised:
+            await store.get_offline_license("p", "s", "c")
+    assert raised.value.kind is FailureKind.NOT_SENT
+    assert not raised.value.retryable
+    assert "Certificate" in str(raised.value)
+    assert len(attempts) == 1
