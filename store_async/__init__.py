@@ -14,6 +14,7 @@ public sub-modules, imported on demand.
 """
 
 from store_async._version import __version__
+from store_async.auth import STORE_SCOPE, TokenCache
 from store_async.client import StoreClient
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
@@ -59,6 +60,7 @@ from store_async.retry import RetryBudget, RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 
 __all__ = [
+    "STORE_SCOPE",
     "AttemptFinished",
     "AttemptStarted",
     "AuthenticationError",
@@ -99,6 +101,7 @@ __all__ = [
     "StoreIdKey",
     "StoreIdKeyKind",
     "ThrottledError",
+    "TokenCache",
     "TransportError",
     "UserIdentity",
     "ValidationError",
