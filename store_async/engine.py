@@ -247,7 +247,15 @@ class CallEngine:
             raise ValidationError("the StoreClient was closed during the call")
         token = self._tokens.fresh_token()
         if token is None:
+            waited_from = self._clock()
             token = await self._wait_for_token(remaining)
+            # The wait ate into the call's deadline: the attempt gets only what is left.
+            remaining -= self._clock() - waited_from
+            if remaining <= 0:
+                raise TransportError(
+                    "the deadline passed while waiting for an access token",
+                    kind=FailureKind.NOT_SENT,
+                )
         if token is not self._header_token:
             self._set_headers(token)
         if renew_key is not None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import aiohttp
 import orjson
 import pytest
+from azure.core.credentials import AccessToken
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from store_async.auth import TokenCache
 from store_async.client import OPERATIONS, StoreClient
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.errors import (
+    FailureKind,
     InvalidStoreIdKeyError,
     OutcomeUnknownError,
     ResponseFormatError,
     ResponseTooLargeError,
+    TransportError,
     ValidationError,
 )
 from store_async.models import (
@@ -342,3 +347,70 @@ def test_attempt_timeouts_never_end_after_the_deadline() -> None:
     assert first.ceil_threshold > 1e9
     last = tight._timeout_within(3.0)
     assert (last.total, last.connect, last.ceil_threshold > 1e9) == (3.0, 3.0, True)
+
+
+class _SlowCredential:
+    """A credential whose token request takes ``seconds`` of the engine's (fake) clock."""
+
+    def __init__(self, now: list[float], seconds: float) -> None:
+        self.now = now
+        self.seconds = seconds
+
+    async def get_token(self, *_scopes: str, **_kwargs: object) -> AccessToken:
+        self.now[0] += self.seconds
+        return AccessToken(GOOD_TOKEN, int(time.time()) + 3600)
+
+
+class _RecordingTransport:
+    """Answers 204 and records the timeout each attempt was given."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[aiohttp.ClientTimeout] = []
+
+    async def post(
+        self,
+        _url: object,
+        _body: object,
+        _headers: object,
+        client_timeout: aiohttp.ClientTimeout,
+        _op: str,
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        self.timeouts.append(client_timeout)
+        return 204, CIMultiDictProxy(CIMultiDict()), b""
+
+
+async def test_time_spent_waiting_for_a_token_counts_against_the_deadline(
+    beneficiary: UserIdentity,
+) -> None:
+    now = [1000.0]
+    client = StoreClient(
+        _SlowCredential(now, 6.0),
+        endpoints=Endpoints.single("http://127.0.0.1:1"),
+        retry=RetryPolicy(deadline=10.0, attempt_timeout=8.0),
+        clock=lambda: now[0],
+    )
+    async with client:
+        transport = _RecordingTransport()
+        client._engine.transport = transport  # type: ignore[assignment]
+        await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
+    [timeout] = transport.timeouts
+    assert timeout.total == pytest.approx(4.0)  # 10 s deadline - 6 s waiting for the token
+
+
+async def test_a_token_arriving_after_the_deadline_is_not_used_to_send(
+    beneficiary: UserIdentity,
+) -> None:
+    now = [1000.0]
+    client = StoreClient(
+        _SlowCredential(now, 11.0),
+        endpoints=Endpoints.single("http://127.0.0.1:1"),
+        retry=RetryPolicy(deadline=10.0, attempt_timeout=8.0),
+        clock=lambda: now[0],
+    )
+    async with client:
+        transport = _RecordingTransport()
+        client._engine.transport = transport  # type: ignore[assignment]
+        with pytest.raises(TransportError) as caught:
+            await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
+    assert caught.value.kind is FailureKind.NOT_SENT
+    assert transport.timeouts == []
