@@ -30,8 +30,13 @@ def _base_url(value: str) -> str:
     """Validate one base URL: https anywhere, plain http only on loopback; no query/fragment."""
     if not isinstance(value, str) or not value:
         raise ValidationError(f"an endpoint must be a non-empty URL string, got {value!r}")
-    parts = urlsplit(value)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:
+        # Not echoed: an unparsable URL may still hold user:password.
+        raise ValidationError("an endpoint is not a valid URL (bad host or port)") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationError(f"an endpoint must be an absolute http(s) URL, got {value!r}")
     if parts.scheme == "http" and not _is_loopback(host):

@@ -54,3 +54,16 @@ def test_bad_urls_are_refused_with_a_clear_error(url: str, fragment: str) -> Non
 def test_non_string_is_a_validation_error_not_a_type_error() -> None:
     with pytest.raises(ValidationError):
         Endpoints.single(8080)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://[::1:8080", "not a valid URL"),
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("https://example.com:port", "not a valid URL"),
+    ],
+)
+def test_unparsable_urls_are_a_validation_error_not_a_value_error(url: str, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        Endpoints.single(url)
