@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from types import TracebackType
 from typing import Any
@@ -29,6 +30,12 @@ class StaticTokenCredential:
             raise ValidationError(
                 "the static token must be a non-empty string without surrounding spaces"
             )
+        if expires_on is not None and (
+            isinstance(expires_on, bool)
+            or not isinstance(expires_on, int | float)
+            or not math.isfinite(expires_on)
+        ):
+            raise ValidationError("expires_on must be a finite number of epoch seconds")
         self._token = token
         self._expires_on = int(time.time() + _ONE_YEAR if expires_on is None else expires_on)
 

@@ -45,3 +45,9 @@ def test_satisfies_azure_core_async_token_credential_protocol() -> None:
 
     credential: AsyncTokenCredential = StaticTokenCredential("t")
     assert isinstance(credential, AsyncTokenCredential)
+
+
+@pytest.mark.parametrize("expires_on", ["soon", float("nan"), float("inf"), True, [1]])
+def test_bad_expiry_is_a_validation_error(expires_on: object) -> None:
+    with pytest.raises(ValidationError, match="expires_on"):
+        StaticTokenCredential("t", expires_on=expires_on)  # type: ignore[arg-type]
