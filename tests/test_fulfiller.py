@@ -12,10 +12,13 @@ import pytest
 
 from store_async.errors import (
     AuthenticationError,
+    FailureKind,
     InvalidRequestError,
     OutcomeUnknownError,
+    ResponseTooLargeError,
     StoreError,
     ThrottledError,
+    TransportError,
     ValidationError,
 )
 from store_async.fulfillment import (
@@ -340,3 +343,45 @@ async def test_bad_options_are_refused(path: Path, options: dict[str, float], me
     async with SqliteJournal(path) as journal:
         with pytest.raises(ValidationError, match=message):
             Fulfiller(FakeStore(), journal, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("error", [
+    TransportError(
+        "consume: ClientConnectorCertificateError (not sent): certificate verify failed",
+        kind=FailureKind.NOT_SENT,
+    ),
+    ValidationError("the StoreClient is not open"),
+])  # fmt: skip
+async def test_a_final_error_before_any_answer_keeps_rows_pending_and_stops(
+    path: Path, error: StoreError
+) -> None:
+    """An invalid certificate (or a client that is not open) is final but says nothing about
+    the rows: nothing was sent, so no row may be marked failed for it."""
+    error.retryable = False
+
+    class Refusing(FakeStore):
+        async def consume(self, request: ConsumeRequest) -> ConsumeResult:
+            self.sends[request.idempotency_key] += 1
+            raise error
+
+    store = Refusing()
+    report = await run(path, store, [fulfillment(n) for n in range(1, 201)], concurrency=4)
+    assert report.stop_reason == f"{error.message}: nothing was sent; check the configuration"
+    assert (report.failed, report.exit_code, report.complete) == (0, ExitCode.PENDING, False)
+    assert report.pending == len(states(path))
+    assert set(states(path).values()) == {RowState.PENDING}
+    assert sum(store.sends.values()) <= 4
+
+
+async def test_a_final_maybe_applied_error_leaves_the_row_pending(path: Path) -> None:
+    """A 2xx answer too large to read may have been applied: the row is not a failure (a rerun
+    settles it under the same tracking id)."""
+    store = FakeStore()
+    too_large = ResponseTooLargeError("consume: the answer is larger than 8 MiB", status=200)
+    store.faults["item-2"] = [(too_large, True)]
+    report = await run(path, store, [fulfillment(n) for n in range(1, 4)])
+    assert counts(report) == {"done": 2, "pending": 1}
+    assert states(path)["order-2"] is RowState.PENDING
+    rerun = await run(path, store, [fulfillment(n) for n in range(1, 4)])
+    assert counts(rerun) == {"already_done": 2, "done": 1}
+    assert sorted(store.applied.values()) == [1, 1, 1]

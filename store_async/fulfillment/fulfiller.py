@@ -26,6 +26,7 @@ from typing import Protocol, TypeAlias
 
 from store_async.errors import (
     AuthenticationError,
+    FailureKind,
     OutcomeUnknownError,
     StoreError,
     ValidationError,
@@ -283,14 +284,21 @@ class Fulfiller:
             stats.pending += 1
             await journal.mark_unknown(key, error)
         except StoreError as error:
-            if error.retryable:  # not applied, or safe to resend: the row stays pending
+            if error.retryable or error.kind is FailureKind.MAYBE_APPLIED:
+                # Not applied, or maybe applied (a 2xx too large to read): safe to resend, and
+                # only a resend under the same idempotency key can settle it. Stays pending.
                 stats.pending += 1
                 await journal.mark_unknown(key, error)
-            elif isinstance(error, AuthenticationError) and error.status is None:
-                # No access token at all: nothing was sent, and no row will fare better.
+            elif error.status is None:
+                # Final without any answer (no access token, an invalid certificate, a client
+                # that is not open): nothing was sent, so the row is not refused, and no row
+                # will fare better. Stays pending; stop.
                 stats.pending += 1
                 await journal.mark_unknown(key, error)
-                self._begin_stop(f"{error.message}: check the credential")
+                if isinstance(error, AuthenticationError):
+                    self._begin_stop(f"{error.message}: check the credential")
+                else:
+                    self._begin_stop(f"{error.message}: nothing was sent; check the configuration")
             else:
                 stats.failed += 1
                 await journal.mark_failed(key, error)
