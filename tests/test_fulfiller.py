@@ -385,3 +385,30 @@ async def test_a_final_maybe_applied_error_leaves_the_row_pending(path: Path) ->
     rerun = await run(path, store, [fulfillment(n) for n in range(1, 4)])
     assert counts(rerun) == {"already_done": 2, "done": 1}
     assert sorted(store.applied.values()) == [1, 1, 1]
+
+
+async def test_a_stop_while_the_run_starts_takes_no_work_and_returns(path: Path) -> None:
+    """A SIGTERM that lands while the run is opening its journal run must not leave the feeder
+    blocked on a full queue with no worker to empty it (a hang no second signal could end)."""
+
+    class StopsDuringBeginRun(SqliteJournal):
+        fulfiller: Fulfiller
+
+        async def begin_run(self, *, retry_failed: bool = False) -> int:
+            run_id = await super().begin_run(retry_failed=retry_failed)
+            self.fulfiller.stop("SIGTERM received")
+            return run_id
+
+    store = FakeStore()
+    async with StopsDuringBeginRun(path, synchronous="normal") as journal:
+        fulfiller = journal.fulfiller = Fulfiller(store, journal, concurrency=2)
+        report = await asyncio.wait_for(
+            fulfiller.run([fulfillment(n) for n in range(1, 101)]), timeout=10
+        )
+    assert (report.stop_reason, report.complete, report.exit_code) == (
+        "SIGTERM received",
+        False,
+        ExitCode.PENDING,
+    )
+    assert sum(store.sends.values()) == 0
+    assert report.pending == len(states(path))

@@ -160,16 +160,10 @@ class Fulfiller:
         complete = False
         try:
             await self._journal.begin_run(retry_failed=self._retry_failed)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    self._feeder = group.create_task(self._feed(items, queue))
-                    self._workers = [
-                        group.create_task(self._work(queue)) for _ in range(self._concurrency)
-                    ]
-            except BaseExceptionGroup as errors:  # one failing task cancels the others
-                if len(errors.exceptions) == 1:
-                    raise errors.exceptions[0] from None
-                raise
+            # A stop() during begin_run found no feeder to cancel: starting one now would
+            # block it on a full queue that no worker empties.
+            if not self.stopping:
+                await self._pipeline(items, queue)
             complete = not self.stopping
             await self._settle_leftovers(queue)
         except BaseException:
@@ -198,6 +192,20 @@ class Fulfiller:
             failures=tuple(sorted(self._failures, key=_by_line)),
             rejections=tuple(sorted(self._rejections, key=_by_line)),
         )
+
+    async def _pipeline(
+        self, items: AsyncIterable[Item] | Iterable[Item], queue: asyncio.Queue[_Queued]
+    ) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._feeder = group.create_task(self._feed(items, queue))
+                self._workers = [
+                    group.create_task(self._work(queue)) for _ in range(self._concurrency)
+                ]
+        except BaseExceptionGroup as errors:  # one failing task cancels the others
+            if len(errors.exceptions) == 1:
+                raise errors.exceptions[0] from None
+            raise
 
     # -- feeder -------------------------------------------------------------------------------
 
