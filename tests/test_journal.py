@@ -410,3 +410,18 @@ def test_a_damaged_journal_fails_with_typed_errors(path: Path) -> None:
     with pytest.raises(JournalError, match="could not be written") as raised:
         asyncio.run(claim())
     assert "malformed" in str(raised.value)
+
+
+async def test_a_value_sqlite_cannot_store_fails_its_waiters_instead_of_killing_the_writer(
+    path: Path,
+) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: the claim must fail with a typed error, and
+    the journal still close, rather than the writer thread dying and every waiter hanging."""
+    journal = SqliteJournal(path, synchronous="normal")
+    await journal.begin_run()
+    with pytest.raises(JournalError, match="could not be written: UnicodeEncodeError") as caught:
+        await asyncio.wait_for(journal.claim(by_item("bad-\ud800-key")), timeout=10)
+    assert "\ud800" not in str(caught.value)
+    with pytest.raises(JournalError, match="could not be written"):
+        await asyncio.wait_for(journal.claim(by_item("k2")), timeout=10)
+    await asyncio.wait_for(journal.close(), timeout=10)

@@ -219,9 +219,14 @@ class SqliteJournal:
             if self._broken is None:
                 try:
                     self._apply(batch, results)
-                except sqlite3.Error as error:
+                except Exception as error:  # the writer must never die
+                    # A thread that died here would leave every waiter hanging. SQLite's own
+                    # messages name no values; others (a string SQLite cannot encode) might.
+                    detail = (
+                        str(error) if isinstance(error, sqlite3.Error) else type(error).__name__
+                    )
                     self._broken = JournalError(
-                        f"journal {self.path} could not be written: {error}"
+                        f"journal {self.path} could not be written: {detail}"
                     )
                     with contextlib.suppress(sqlite3.Error):
                         self._connection.execute("ROLLBACK")
