@@ -64,6 +64,7 @@ from store_async.models import (
     QueryRequest,
     QueryResult,
 )
+from store_async.models.consume import consume_result
 from store_async.retry import Operation, RetryBudget, RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 from store_async.transport import Answer, Transport
@@ -86,13 +87,13 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 
 def _consume_result(answer: Answer, attempts: int, request: ConsumeRequest) -> ConsumeResult:
     headers = answer[1]
-    return ConsumeResult(
-        tracking_id=request.tracking_id,
-        transaction_id=request.transaction_id,
-        attempts=attempts,
-        correlation_id=headers.get("MS-CorrelationId"),
-        request_id=headers.get("MS-RequestId"),
-        cv=headers.get("MS-CV"),
+    return consume_result(
+        request.tracking_id,
+        request.transaction_id,
+        attempts,
+        headers.get("MS-CorrelationId"),
+        headers.get("MS-RequestId"),
+        headers.get("MS-CV"),
     )
 
 

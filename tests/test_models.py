@@ -385,3 +385,20 @@ def test_response_records_take_what_they_are_given() -> None:
     assert item.tags == ("a",)
     assert item.fulfillment_data == ()
     assert item.purchaser is None
+
+
+def test_the_hot_path_consume_result_is_the_same_frozen_record() -> None:
+    from store_async.models.consume import consume_result
+
+    fast = consume_result("a" * 8, None, 2, "corr", None, "cv")
+    built = ConsumeResult(
+        tracking_id="a" * 8, transaction_id=None, attempts=2, correlation_id="corr", cv="cv"
+    )
+    assert type(fast) is ConsumeResult
+    assert fast == built
+    assert hash(fast) == hash(built)
+    assert repr(fast) == repr(built)
+    assert attrs.asdict(fast) == attrs.asdict(built)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.attempts = 3  # type: ignore[misc]
+    assert not hasattr(fast, "__dict__")
