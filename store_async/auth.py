@@ -71,6 +71,9 @@ class TokenCache:
         time in flight); callers then wait for the refresh.
     :param failure_backoff: first delay before retrying a failed *early* refresh; doubles on
         each failure up to ``failure_backoff_cap``.
+    :param refresh_timeout: longest wait for the credential. A token request that hangs (a
+        wedged identity endpoint) would otherwise hold the single-flight refresh forever, and
+        every later call would wait on it; past this it counts as a failed refresh.
     :param clock: wall-clock time in epoch seconds (``expires_on`` is epoch seconds).
     """
 
@@ -88,6 +91,7 @@ class TokenCache:
         "_refresh_at",
         "_refresh_jitter",
         "_refresh_margin",
+        "_refresh_timeout",
         "_scope",
         "_task",
         "_token",
@@ -104,6 +108,7 @@ class TokenCache:
         expiry_margin: float = 10.0,
         failure_backoff: float = 1.0,
         failure_backoff_cap: float = 30.0,
+        refresh_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         get_token_info: Callable[[str], Awaitable[AccessTokenInfo]] | None = getattr(
@@ -128,6 +133,7 @@ class TokenCache:
         self._expiry_margin = _check_seconds("expiry_margin", expiry_margin)
         self._backoff = _check_seconds("failure_backoff", failure_backoff, allow_zero=False)
         self._backoff_cap = _check_seconds("failure_backoff_cap", failure_backoff_cap)
+        self._refresh_timeout = _check_seconds("refresh_timeout", refresh_timeout, allow_zero=False)
         self._clock = clock
         self._random = random.Random()
         self._token: str | None = None
@@ -230,13 +236,15 @@ class TokenCache:
         self._fetches += 1
         refresh_on: float | None = None
         try:
-            if self._get_token_info is not None:
-                info = await self._get_token_info(self._scope)
-                raw_token, raw_expiry, refresh_on = info.token, info.expires_on, info.refresh_on
-            else:
-                assert self._get_token is not None  # checked in __init__
-                access = await self._get_token(self._scope)
-                raw_token, raw_expiry = access.token, access.expires_on
+            async with asyncio.timeout(self._refresh_timeout):
+                if self._get_token_info is not None:
+                    info = await self._get_token_info(self._scope)
+                    raw_token, raw_expiry = info.token, info.expires_on
+                    refresh_on = info.refresh_on
+                else:
+                    assert self._get_token is not None  # checked in __init__
+                    access = await self._get_token(self._scope)
+                    raw_token, raw_expiry = access.token, access.expires_on
             token, expires_on = self._checked(raw_token, raw_expiry)
         except Exception as error:  # recorded for the waiters, logged below
             self._refresh_failed(error)

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
 
 from store_async.auth import STORE_SCOPE, TokenCache
 from store_async.errors import AuthenticationError, ValidationError
@@ -263,3 +264,34 @@ def test_a_non_credential_raises_validation_error() -> None:
         TokenCache("not a credential")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="scope"):
         TokenCache(CountingCredential(), scope=" ")
+
+
+class HangingOnceCredential:
+    """Its first token request never returns (a wedged identity endpoint); later ones work."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls = 0
+        self.never = asyncio.Event()
+
+    async def get_token(self, *_scopes: str, **_kwargs: Any) -> AccessToken:
+        self.calls += 1
+        if self.calls == 1:
+            await self.never.wait()
+        return AccessToken("t2", int(self.clock()) + 3600)
+
+
+async def test_a_hanging_credential_does_not_wedge_the_cache_forever() -> None:
+    clock = FakeClock()
+    credential = HangingOnceCredential(clock)
+    cache = TokenCache(credential, clock=clock, refresh_timeout=0.01)
+    with pytest.raises(AuthenticationError, match=r"\(TimeoutError\)"):
+        await cache.get_token()
+    assert await cache.get_token() == "t2"  # a new refresh, not the wedged one
+    assert credential.calls == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf"), "60"])
+def test_refresh_timeout_is_validated(value: object) -> None:
+    with pytest.raises(ValidationError, match="refresh_timeout"):
+        TokenCache(LegacyCredential(), refresh_timeout=value)  # type: ignore[arg-type]
