@@ -208,3 +208,18 @@ async def test_store_client_surfaces_an_expired_static_token(
                 await store.consume(request)
     assert (caught.value.status, caught.value.inner_code) == (401, "AuthenticationTokenInvalid")
     assert emu.ledger.total == 0
+
+
+@pytest.mark.parametrize("v1", [False, True])
+async def test_a_token_form_that_is_not_utf8_is_a_400_not_a_crash(
+    session: aiohttp.ClientSession, v1: bool
+) -> None:
+    async with StoreEmulator() as emu:
+        path = "oauth2/token" if v1 else "oauth2/v2.0/token"
+        async with session.post(
+            f"{emu.url}/{emu.tenant_id}/{path}",
+            data=b"grant_type=\xff\xfe",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ) as answer:
+            status, body = answer.status, orjson.loads(await answer.read())
+    assert (status, body["error"], body["error_codes"]) == (400, "invalid_request", [900144])

@@ -311,9 +311,12 @@ class StoreService:
         return await self._token(request, v1=True)
 
     async def _token(self, request: web.Request, *, v1: bool) -> web.StreamResponse:
-        form = {
-            key: value for key, value in (await request.post()).items() if isinstance(value, str)
-        }
+        try:
+            posted = await request.post()
+        except ValueError:  # not UTF-8: Entra ID answers such a form as missing its fields
+            form = {}
+        else:
+            form = {key: value for key, value in posted.items() if isinstance(value, str)}
         status, document = self.tokens.token_endpoint(request.match_info["tenant"], form, v1=v1)
         response = self._json(request, status, document)
         response.headers["Cache-Control"] = "no-store, no-cache"
