@@ -188,7 +188,15 @@ class TokenCache:
             task = self._task
             if task is None or task.done():
                 task = self._start_refresh()
-            await asyncio.shield(task)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if task.cancelled() and (current is None or not current.cancelling()):
+                    # close() cancelled the refresh, not our caller: a CancelledError here
+                    # would mark a caller cancelled that nobody cancelled.
+                    raise ValidationError("the token cache was closed during the call") from None
+                raise
             token = self._usable_token()
             if token is not None:
                 return token

@@ -216,8 +216,10 @@ async def test_close_cancels_a_refresh_in_flight() -> None:
     waiter = asyncio.create_task(cache.get_token())
     await asyncio.sleep(0)
     await cache.close()
-    with pytest.raises(asyncio.CancelledError):
+    # The waiter was not cancelled: it gets a StoreError, never a CancelledError of its own.
+    with pytest.raises(ValidationError, match="closed during the call"):
         await waiter
+    assert not waiter.cancelled()
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert tasks == []
 
@@ -295,3 +297,16 @@ async def test_a_hanging_credential_does_not_wedge_the_cache_forever() -> None:
 def test_refresh_timeout_is_validated(value: object) -> None:
     with pytest.raises(ValidationError, match="refresh_timeout"):
         TokenCache(LegacyCredential(), refresh_timeout=value)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_waiter_still_gets_cancelled_error() -> None:
+    gate = asyncio.Event()
+    clock = FakeClock()
+    credential = CountingCredential(["t1"], clock=clock, gate=gate)
+    cache = cache_for(credential, clock)
+    waiter = asyncio.create_task(cache.get_token())
+    await credential.entered.wait()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await cache.close()
