@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import Final, TypeAlias
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from store_async.errors import (
@@ -57,6 +57,7 @@ _NOT_SENT: Final = FailureKind.NOT_SENT
 _MAYBE_APPLIED: Final = FailureKind.MAYBE_APPLIED
 _ERROR_BODY_LIMIT: Final = 64 * 1024  # error bodies beyond this are dropped, not buffered
 _NETWORK_ERRORS: Final = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+_SECRET_HEADERS: Final = ("Authorization", "Proxy-Authorization")
 
 
 def classify_exception(error: BaseException) -> FailureKind:
@@ -70,7 +71,24 @@ _PERMANENT: Final = (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, 
 """Failures that no retry can cure (a certificate will not become valid in 50 ms)."""
 
 
+def _redact_request_info(error: aiohttp.ClientResponseError) -> None:
+    """Blank the request headers an aiohttp error keeps (``request_info``, also in ``args``
+    and ``repr``): they hold the bearer token, and the error stays chained as ``__cause__``."""
+    info = error.request_info
+    if isinstance(info, aiohttp.RequestInfo) and info.headers:
+        headers = CIMultiDict(info.headers)
+        for name in _SECRET_HEADERS:
+            if name in headers:
+                headers[name] = "<redacted>"
+        error.request_info = aiohttp.RequestInfo(
+            info.url, info.method, CIMultiDictProxy(headers), info.real_url
+        )
+        error.args = (error.request_info, *error.args[1:])
+
+
 def _transport_error(error: BaseException, operation: str) -> TransportError:
+    if isinstance(error, aiohttp.ClientResponseError):
+        _redact_request_info(error)
     kind = classify_exception(error)
     detail = str(error) or "no details"
     failure = TransportError(

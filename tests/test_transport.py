@@ -252,3 +252,35 @@ async def test_redirects_are_not_followed(session: aiohttp.ClientSession) -> Non
 )
 def test_classification_table(error: BaseException, kind: FailureKind) -> None:
     assert classify_exception(error) is kind
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and everything reachable from it by __cause__ / __context__."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [error]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__]
+    return seen
+
+
+async def test_a_malformed_answer_never_keeps_the_bearer_token_in_the_chained_error(
+    session: aiohttp.ClientSession,
+) -> None:
+    async def bogus(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 2000 Bogus\r\nContent-Length: x\r\n\r\n")
+        await writer.drain()
+
+    async with RawServer(bogus) as server:
+        with pytest.raises(TransportError) as raised:
+            await post(session, consume_url(server.url))
+    assert raised.value.kind is FailureKind.MAYBE_APPLIED
+    chain = _chain(raised.value)
+    assert any(isinstance(e, aiohttp.ClientResponseError) for e in chain)  # kept, for debugging
+    for error in chain:
+        assert GOOD_TOKEN not in repr(error)
+        assert GOOD_TOKEN not in repr(error.args)
+        assert GOOD_TOKEN not in repr(vars(error) if hasattr(error, "__dict__") else ())
