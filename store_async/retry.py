@@ -205,8 +205,10 @@ class _Attempts:
         "clock",
         "count",
         "deadline_at",
+        "expired",
         "first_error",
         "key",
+        "last_error",
         "max_attempts",
         "maybe_applied",
         "operation",
@@ -242,10 +244,15 @@ class _Attempts:
         self.resent_401 = False
         self.random = random.Random()
         self.stop_reason = "a final answer"
+        self.last_error: StoreError = first_error
+        self.expired = False  # a wait overslept the deadline: no attempt left to send
 
     def should_retry(self, error: BaseException) -> bool:
         if not isinstance(error, StoreError):
             return False  # CancelledError, KeyboardInterrupt, bugs: never retried
+        self.last_error = error
+        if self.expired:
+            return False
         if error.kind is FailureKind.MAYBE_APPLIED:
             self.maybe_applied = True
         self.resend_401 = False
@@ -368,8 +375,15 @@ async def retry_call(
         if first is not None:  # replay the failure that happened outside tenacity
             state.first_error = None
             raise first
+        remaining = state.deadline_at - state.clock()
+        if remaining <= 0:
+            # The wait overslept the deadline (should_stop allowed it to end before). A send
+            # now would have no time for its answer: likely applied, surely unanswered.
+            state.expired = True
+            state.stop_reason = "the deadline"
+            raise state.last_error
         state.count += 1
-        return await attempt(state.count, state.deadline_at - state.clock())
+        return await attempt(state.count, remaining)
 
     retrying = tenacity.AsyncRetrying(
         sleep=sleep,

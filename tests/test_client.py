@@ -21,6 +21,7 @@ from store_async.errors import (
     OutcomeUnknownError,
     ResponseFormatError,
     ResponseTooLargeError,
+    ServiceUnavailableError,
     TransportError,
     ValidationError,
 )
@@ -414,3 +415,43 @@ async def test_a_token_arriving_after_the_deadline_is_not_used_to_send(
             await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
     assert caught.value.kind is FailureKind.NOT_SENT
     assert transport.timeouts == []
+
+
+async def test_no_attempt_is_sent_once_an_overlong_wait_has_used_up_the_deadline(
+    beneficiary: UserIdentity,
+) -> None:
+    """A wait that oversleeps past the deadline must not be followed by a send with no time
+    left: such a request would likely be applied with its answer cut off by the timeout."""
+    now = [1000.0]
+
+    async def oversleep(seconds: float) -> None:
+        now[0] += seconds + 60.0
+
+    class FailingOnce(_RecordingTransport):
+        async def post(
+            self,
+            _url: object,
+            _body: object,
+            _headers: object,
+            client_timeout: aiohttp.ClientTimeout,
+            _op: str,
+        ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+            self.timeouts.append(client_timeout)
+            if len(self.timeouts) == 1:
+                raise ServiceUnavailableError("HTTP 503", status=503)
+            return 204, CIMultiDictProxy(CIMultiDict()), b""
+
+    client = StoreClient(
+        StaticTokenCredential(GOOD_TOKEN),
+        endpoints=Endpoints.single("http://127.0.0.1:1"),
+        retry=RetryPolicy(deadline=30.0),
+        clock=lambda: now[0],
+        sleep=oversleep,
+    )
+    async with client:
+        transport = FailingOnce()
+        client._engine.transport = transport  # type: ignore[assignment]
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
+    assert len(transport.timeouts) == 1
+    assert caught.value.attempts == 1
