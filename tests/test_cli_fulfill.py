@@ -474,3 +474,36 @@ def test_exported_pending_rows_redrive_exactly_once_with_any_journal(
     ledger = emulator.emulator.ledger
     assert emulator.sync(lambda: [ledger.applied(key) for key in tracking_ids]) == [1] * 5
     assert emulator.sync(lambda: ledger.total) == 5
+
+
+def test_an_export_to_a_closed_pipe_ends_with_a_one_line_error(tmp_path: Path) -> None:
+    """``store-async journal J --export pending | head -1``: no traceback when head exits."""
+    journal = tmp_path / "journal"
+
+    async def claim_many() -> None:
+        async with SqliteJournal(journal, synchronous="normal") as writer:
+            await writer.begin_run()
+            user = UserIdentity(
+                identity_value=SECRET_PREFIX + "x" * 1000, local_ticket_reference="r"
+            )
+            claims = [
+                writer.claim(
+                    Fulfillment(key=f"order-{n}", request=ConsumeRequest.for_item(user, f"i{n}"))
+                )
+                for n in range(5000)
+            ]
+            await asyncio.gather(*claims)
+
+    asyncio.run(claim_many())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first row is written
+    with os.fdopen(write_end, "wb") as closed_pipe:
+        done = subprocess.run(
+            [sys.executable, "-c", CLI, "journal", str(journal), "--export", "pending"],
+            stdout=closed_pipe,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "store-async journal: the export was cut short: stdout was closed\n"

@@ -10,6 +10,7 @@ user's own file: it is written with mode 0600, and never to a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -69,19 +70,30 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        rows = reader.rows(args.export)
-        if args.output is None:
-            count = _export(rows, sys.stdout.buffer)
-            where = "stdout"
-        else:
-            try:
-                descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            except OSError as error:
-                print(f"store-async journal: {error.strerror}: {args.output}", file=sys.stderr)
-                return EXIT_USAGE
-            with open(descriptor, "wb") as file:
-                count = _export(rows, file)
-            where = args.output
+        # Closed before the reader is: a generator left open would be finalised later, on a
+        # closed database.
+        with contextlib.closing(reader.rows(args.export)) as rows:
+            if args.output is None:
+                try:
+                    count = _export(rows, sys.stdout.buffer)
+                except BrokenPipeError:  # e.g. `| head`: stop quietly, say so once
+                    # Python would flush stdout again at exit and complain a second time.
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    print(
+                        "store-async journal: the export was cut short: stdout was closed",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
+                where = "stdout"
+            else:
+                try:
+                    descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                except OSError as error:
+                    print(f"store-async journal: {error.strerror}: {args.output}", file=sys.stderr)
+                    return EXIT_USAGE
+                with open(descriptor, "wb") as file:
+                    count = _export(rows, file)
+                where = args.output
         states = ",".join(state.value for state in args.export)
         print(f"exported {count} {states} rows to {where}", file=sys.stderr)
     return EXIT_OK

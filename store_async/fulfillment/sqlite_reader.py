@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final
 
@@ -130,8 +130,11 @@ class JournalReader:
         with self._reading():
             return int(self._connection.execute("SELECT count(*) FROM runs").fetchone()[0])
 
-    def rows(self, states: Iterable[RowState] = tuple(RowState)) -> Iterator[JournalRow]:
-        """Rows in the given states, in the order they were first claimed; streamed."""
+    def rows(
+        self, states: Iterable[RowState] = tuple(RowState)
+    ) -> Generator[JournalRow, None, None]:
+        """Rows in the given states, in the order they were first claimed; streamed (close the
+        generator before the reader when you stop early)."""
         wanted = sorted({RowState(state).value for state in states})
         marks = ", ".join("?" * len(wanted))
         with self._reading():
