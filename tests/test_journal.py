@@ -425,3 +425,17 @@ async def test_a_value_sqlite_cannot_store_fails_its_waiters_instead_of_killing_
     with pytest.raises(JournalError, match="could not be written"):
         await asyncio.wait_for(journal.claim(by_item("k2")), timeout=10)
     await asyncio.wait_for(journal.close(), timeout=10)
+
+
+@pytest.mark.parametrize(("options", "level"), [({}, 2), ({"synchronous": "normal"}, 1)])
+async def test_intents_are_fsynced_at_commit_unless_normal_is_chosen(
+    path: Path, options: dict[str, str], level: int
+) -> None:
+    """FULL (2) by default: the WAL is fsynced at each group commit, before any claim returns,
+    so an intent survives power loss; NORMAL (1) only a process crash."""
+    async with SqliteJournal(path, **options) as journal:  # type: ignore[arg-type]
+        await journal.begin_run()
+        await journal.claim(by_item("k1"))
+        connection = journal._connection
+        assert connection.execute("PRAGMA synchronous").fetchone() == (level,)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
