@@ -83,6 +83,7 @@ class TokenCache:
         "_clock",
         "_expiry_margin",
         "_failures",
+        "_fetched",
         "_fetches",
         "_get_token",
         "_get_token_info",
@@ -142,6 +143,9 @@ class TokenCache:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._last_error: BaseException | None = None
+        # The last token the credential gave (with its usable-until time), kept even when a 401
+        # drops it from the cache; see get_token.
+        self._fetched: tuple[str, float] | None = None
         self._fetches = 0
 
     @property
@@ -179,8 +183,8 @@ class TokenCache:
         :raises AuthenticationError: the credential failed and no valid token is cached. The
             message names the exception type only; the original is chained as ``__cause__``.
         """
-        # Two rounds: a token fetched by the refresh we waited for can be dropped by a
-        # concurrent 401 before we look at it; then we wait for the next refresh once.
+        # Two rounds: the refresh we joined may have been started before a 401 dropped the token
+        # it fetched; then we wait for the next refresh once.
         for _ in range(2):
             token = self.fresh_token()
             if token is not None:
@@ -202,6 +206,13 @@ class TokenCache:
                 return token
             if self._last_error is not None:
                 break
+            fetched = self._fetched
+            if fetched is not None and self._clock() < fetched[1]:
+                # The token this refresh fetched was dropped by a concurrent 401 before we
+                # looked. Hand it out anyway: the service's own answer is the truthful outcome,
+                # whereas fetching again would only race the next 401 - a credential that keeps
+                # returning a refused token would end in an unrelated "no token" error.
+                return fetched[0]
         error = self._last_error
         cause = type(error).__name__ if error is not None else "the token was rejected"
         raise AuthenticationError(
@@ -279,6 +290,7 @@ class TokenCache:
         jitter = min(self._refresh_jitter, (target - now) / 2)
         self._token = token
         self._usable_until = usable_until
+        self._fetched = (token, usable_until)
         self._refresh_at = target - self._random.uniform(0.0, jitter)
         self._failures = 0
         self._last_error = None

@@ -310,3 +310,22 @@ async def test_a_cancelled_waiter_still_gets_cancelled_error() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiter
     await cache.close()
+
+
+async def test_a_token_dropped_by_a_concurrent_401_is_still_handed_to_its_waiter() -> None:
+    # A credential that keeps returning a token the service refuses (a wrong static token):
+    # concurrent 401s drop each fetched token before the waiters look at it. The waiters must
+    # still get that token - and so the service's own 401 - not "could not get a token".
+    from store_async.credentials import StaticTokenCredential
+
+    cache = TokenCache(StaticTokenCredential("refused-token"))
+    waiter = asyncio.create_task(cache.get_token())
+    await asyncio.sleep(0)  # the waiter starts the shared refresh and awaits it
+    refresh = cache._task
+    assert refresh is not None
+    # Runs right after the refresh stores its token, before the waiter resumes: a 401 elsewhere.
+    refresh.add_done_callback(lambda _task: cache.invalidate("refused-token"))
+
+    assert await waiter == "refused-token"
+    assert cache.fresh_token() is None  # it stays dropped: the next caller refreshes again
+    assert cache.fetches == 1
