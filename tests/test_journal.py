@@ -439,3 +439,38 @@ async def test_intents_are_fsynced_at_commit_unless_normal_is_chosen(
         connection = journal._connection
         assert connection.execute("PRAGMA synchronous").fetchone() == (level,)
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_reruns_store_no_new_copy_of_a_store_id_key_already_journaled(path: Path) -> None:
+    """Each distinct user's Store ID key is stored once: reruns of done, pending, duplicate
+    or conflicting lines (in a fresh process, with an empty cache) add no beneficiary row."""
+
+    def claims() -> list[Fulfillment]:
+        users = [
+            UserIdentity(identity_value=f"eyJ-key-{n}", local_ticket_reference=f"user-{n}")
+            for n in range(3)
+        ]
+        return [
+            Fulfillment(key=f"order-{n}", request=ConsumeRequest.for_item(users[n % 3], f"i{n}"))
+            for n in range(12)
+        ] + [by_item("order-0", "another-item")]  # a conflict
+
+    def beneficiaries() -> int:
+        with sqlite3.connect(path) as connection:
+            return int(connection.execute("SELECT count(*) FROM beneficiaries").fetchone()[0])
+
+    for run in range(3):
+        async with SqliteJournal(path, synchronous="normal") as journal:
+            await journal.begin_run()
+            outcomes = [
+                claim.outcome for claim in await asyncio.gather(*map(journal.claim, claims()))
+            ]
+            for n in range(0, 12, 2):  # even rows done, odd ones stay pending
+                await journal.mark_done(
+                    f"order-{n}", ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
+                )
+        expected = [ClaimOutcome.SEND] * 12 if run == 0 else [
+            ClaimOutcome.ALREADY_DONE if n % 2 == 0 else ClaimOutcome.RESEND for n in range(12)
+        ]  # fmt: skip
+        assert outcomes == [*expected, ClaimOutcome.CONFLICT]
+        assert beneficiaries() == 3

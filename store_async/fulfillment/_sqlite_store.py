@@ -31,7 +31,7 @@ _INSERT: Final = """
 _SELECT_BY_KEY: Final = """
     SELECT f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.local_ticket_reference,
         f.state, f.run_id, f.line, f.error_type, f.error_status, f.error_code, f.error_inner_code,
-        f.error_message
+        f.error_message, f.beneficiary_id, b.identity_value
     FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
     WHERE f.key = ?
 """
@@ -100,40 +100,50 @@ class JournalStore:
         self._connection.executemany(statement, rows)
 
     def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
-        """Decide claims in input order (see the module docstring)."""
-        connection, run_id = self._connection, self.run_id
-        rows = []
-        for fulfillment in fulfillments:
-            request = fulfillment.request
-            rows.append(
-                (
-                    fulfillment.key,
-                    request.idempotency_key,
-                    fulfillment.caller_tracking_id or request.transaction_id is not None,
-                    request.item_id,
-                    request.product_id,
-                    self._beneficiary_id(request.beneficiary),
-                    run_id,
-                    fulfillment.line,
-                    now,
-                    now,
-                )
-            )
+        """Decide claims in input order (see the module docstring).
+
+        A Store ID key is stored only for a row that is inserted or resent with a new key: the
+        fast path's beneficiary rows roll back with its inserts when it falls back to the slow
+        path, so reruns (done, duplicate, conflicting lines) add no copies of keys.
+        """
+        connection = self._connection
         connection.execute("SAVEPOINT claims")
+        added: list[UserIdentity] = []
+        rows = [self._row(fulfillment, now, added) for fulfillment in fulfillments]
         if connection.executemany(_INSERT, rows).rowcount == len(rows):
             connection.execute("RELEASE claims")
             return [Claim(outcome=ClaimOutcome.SEND, request=f.request) for f in fulfillments]
         connection.execute("ROLLBACK TO claims")
         connection.execute("RELEASE claims")
-        return [
-            self._claim(fulfillment, row)
-            for fulfillment, row in zip(fulfillments, rows, strict=True)
-        ]
+        for beneficiary in added:  # their rows were rolled back
+            self._beneficiaries.pop(beneficiary, None)
+        return [self._claim(fulfillment, now) for fulfillment in fulfillments]
 
-    def _beneficiary_id(self, beneficiary: UserIdentity) -> int:
+    def _row(
+        self, fulfillment: Fulfillment, now: float, added: list[UserIdentity] | None = None
+    ) -> tuple[Any, ...]:
+        request = fulfillment.request
+        return (
+            fulfillment.key,
+            request.idempotency_key,
+            fulfillment.caller_tracking_id or request.transaction_id is not None,
+            request.item_id,
+            request.product_id,
+            self._beneficiary_id(request.beneficiary, added),
+            self.run_id,
+            fulfillment.line,
+            now,
+            now,
+        )
+
+    def _beneficiary_id(
+        self, beneficiary: UserIdentity, added: list[UserIdentity] | None = None
+    ) -> int:
         found = self._beneficiaries.get(beneficiary)
         if found is not None:
             return found
+        if added is not None:
+            added.append(beneficiary)
         if len(self._beneficiaries) >= _BENEFICIARY_CACHE:
             self._beneficiaries.clear()
         cursor = self._connection.execute(
@@ -148,14 +158,21 @@ class JournalStore:
         found = self._beneficiaries[beneficiary] = int(cursor.lastrowid or 0)
         return found
 
-    def _claim(self, fulfillment: Fulfillment, row: tuple[Any, ...]) -> Claim:
+    def _claim(self, fulfillment: Fulfillment, now: float) -> Claim:
         """Decide one claim on the slow path."""
         connection, request, key = self._connection, fulfillment.request, fulfillment.key
-        if connection.execute(_INSERT, row).rowcount == 1:
-            return Claim(outcome=ClaimOutcome.SEND, request=request)
         found = connection.execute(_SELECT_BY_KEY, (key,)).fetchone()
         if found is None:
-            return self._idempotency_key_taken(fulfillment)
+            if fulfillment.caller_tracking_id or request.transaction_id is not None:
+                taken = self._idempotency_key_taken(fulfillment)
+                if taken is not None:
+                    return taken
+            if connection.execute(_INSERT, self._row(fulfillment, now)).rowcount != 1:
+                # Only a constraint we do not know of could ignore it: never send unjournaled.
+                return Claim(
+                    outcome=ClaimOutcome.CONFLICT, detail="refused by the journal's constraints"
+                )
+            return Claim(outcome=ClaimOutcome.SEND, request=request)
         (journaled_key, item_id, product_id, identity_type, ticket, state, run_id, line) = found[:8]
         differing = _differences(
             fulfillment, journaled_key, item_id, product_id, identity_type, ticket
@@ -173,7 +190,7 @@ class JournalStore:
         if state == "done":
             return Claim(outcome=ClaimOutcome.ALREADY_DONE)
         if state == "failed" and not self._retry_failed:
-            error_type, status, code, inner_code, message = found[8:]
+            error_type, status, code, inner_code, message = found[8:13]
             failure = FailureInfo(
                 error_type=error_type or "StoreError",
                 status=status,
@@ -188,23 +205,33 @@ class JournalStore:
             )
         # Resend under the journaled idempotency key, with the caller's current Store ID key
         # (keys expire and get renewed; the journal keeps the latest, for export).
-        beneficiary_id = self._beneficiary_id(request.beneficiary)
-        connection.execute(_RESEND, (self.run_id, fulfillment.line, beneficiary_id, row[-1], key))
+        beneficiary = request.beneficiary
+        journaled_id, journaled_value = found[13:]
+        if (
+            beneficiary.identity_value,
+            beneficiary.identity_type,
+            beneficiary.local_ticket_reference,
+        ) == (journaled_value, identity_type, ticket):
+            beneficiary_id = journaled_id  # the same key: reuse its row, store no copy
+            if len(self._beneficiaries) < _BENEFICIARY_CACHE:
+                self._beneficiaries[beneficiary] = journaled_id
+        else:
+            beneficiary_id = self._beneficiary_id(beneficiary)
+        connection.execute(_RESEND, (self.run_id, fulfillment.line, beneficiary_id, now, key))
         return Claim(
             outcome=ClaimOutcome.RESEND, request=_with_idempotency_key(request, journaled_key)
         )
 
-    def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim:
+    def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim | None:
+        """A CONFLICT if another key holds this caller-chosen idempotency key, else None."""
         request = fulfillment.request
         name = "trackingId" if request.item_id is not None else "transactionId"
         other = self._connection.execute(
             "SELECT key, line FROM fulfillments WHERE idempotency_key = ? AND caller_chosen = 1",
             (request.idempotency_key,),
         ).fetchone()
-        if other is None:  # pragma: no cover - only a CHECK constraint could ignore the insert
-            return Claim(
-                outcome=ClaimOutcome.CONFLICT, detail="refused by the journal's constraints"
-            )
+        if other is None:
+            return None
         where = f" (line {other[1]})" if other[1] is not None else ""
         return Claim(
             outcome=ClaimOutcome.CONFLICT,
