@@ -412,3 +412,12 @@ async def test_a_stop_while_the_run_starts_takes_no_work_and_returns(path: Path)
     )
     assert sum(store.sends.values()) == 0
     assert report.pending == len(states(path))
+
+
+async def test_an_item_of_the_wrong_type_is_a_validation_error(path: Path) -> None:
+    store = FakeStore()
+    with pytest.raises(ValidationError) as caught:
+        await run(path, store, [fulfillment(1), {"key": "order-2"}])
+    assert caught.value.message == (
+        "Fulfiller.run takes Fulfillment, ConsumeRequest or LineError items, not dict"
+    )

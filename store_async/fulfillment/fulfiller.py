@@ -246,7 +246,7 @@ class Fulfiller:
         if isinstance(item, LineError):
             self._reject(item)
             return None
-        raise TypeError(
+        raise ValidationError(
             "Fulfiller.run takes Fulfillment, ConsumeRequest or LineError items, "
             f"not {type(item).__name__}"
         )
