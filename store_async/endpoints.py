@@ -48,7 +48,8 @@ def _base_url(value: str) -> str:
         # Not echoed: the URL itself holds a secret.
         raise ValidationError(f"an endpoint must not carry credentials (host {host!r})")
     if parts.query or parts.fragment:
-        raise ValidationError(f"an endpoint must not carry a query or a fragment: {value!r}")
+        # Not echoed: a query may hold a token (?code=..., ?sig=...).
+        raise ValidationError(f"an endpoint must not carry a query or a fragment (host {host!r})")
     return value.rstrip("/")
 
 

@@ -67,3 +67,11 @@ def test_non_string_is_a_validation_error_not_a_type_error() -> None:
 def test_unparsable_urls_are_a_validation_error_not_a_value_error(url: str, fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
         Endpoints.single(url)
+
+
+def test_a_query_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Endpoints.single("https://store.example.com/?sig=secret-signature")
+    assert str(caught.value) == (
+        "an endpoint must not carry a query or a fragment (host 'store.example.com')"
+    )
