@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from _consume_server import PATH, serve
 
 from store_async.client import StoreClient
 from store_async.codec import dumps
@@ -41,27 +41,6 @@ from store_async.models import ConsumeRequest, UserIdentity
 CONCURRENCY = 64
 TOKEN = "bench-token-" + "x" * 1200  # real Entra tokens are 1-2 KB
 SCOPE = "https://onestore.microsoft.com/.default"
-PATH = "/v6.0/collections/consume"
-
-
-def serve(port_queue: Any) -> None:
-    """The server process: 204 for every consume (the body is read, like a real server)."""
-
-    async def consume(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=204)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(PATH, consume)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port_queue.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 Send = Callable[[int], Awaitable[None]]

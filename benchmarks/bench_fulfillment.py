@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from _consume_server import serve
 
 from store_async.client import StoreClient
 from store_async.credentials import StaticTokenCredential
@@ -49,27 +49,6 @@ from store_async.models import ConsumeRequest, ConsumeResult
 
 CONCURRENCY = 64
 USERS = 50
-PATH = "/v6.0/collections/consume"
-
-
-def serve(port_queue: Any) -> None:
-    """The server process: 204 for every consume (the body is read, like a real server)."""
-
-    async def consume(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=204)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(PATH, consume)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port_queue.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def write_input(path: Path, lines: int, key_length: int, prefix: str) -> None:
