@@ -402,3 +402,18 @@ def test_the_hot_path_consume_result_is_the_same_frozen_record() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         fast.attempts = 3  # type: ignore[misc]
     assert not hasattr(fast, "__dict__")
+
+
+def test_generated_tracking_ids_are_canonical_random_version_4_guids() -> None:
+    from uuid import UUID
+
+    ids = [ConsumeRequest.for_item(USER_FOR_GUIDS, "item").tracking_id for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    for text in ids:
+        assert text is not None
+        parsed = UUID(text)
+        assert (parsed.version, parsed.variant) == (4, "specified in RFC 4122")
+        assert str(parsed) == text  # lowercase, hyphenated 8-4-4-4-12
+
+
+USER_FOR_GUIDS = UserIdentity(identity_value="key", local_ticket_reference="ref")

@@ -42,10 +42,15 @@ def redact(_value: object) -> str:
 def new_guid() -> str:
     """A fresh random (version 4) GUID string, lowercase and hyphenated.
 
-    ``UUID(bytes=os.urandom(16), version=4)`` is what :func:`uuid.uuid4` does, at half the cost
-    (no second object, no extra checks): 122 random bits from the OS.
+    122 random bits from the OS, as :func:`uuid.uuid4` draws them, with the version and variant
+    bits set in place; formatting the bytes directly skips the ``UUID`` object and its ``str``,
+    which cost more than half of every ``ConsumeRequest.for_item`` call.
     """
-    return str(UUID(bytes=os.urandom(16), version=4))
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    digits = raw.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def guid(value: object, field: str) -> str:
