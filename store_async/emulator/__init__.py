@@ -10,9 +10,10 @@ The emulator works on plain JSON and never imports this library's models or code
 bug must not be mirrored on the server side, where tests would miss it.
 """
 
-from store_async.emulator.faults import FaultKind, FaultPlan
+from store_async.emulator.faults import FaultKind, FaultPlan, RawAnswer
 from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.ledger import Ledger, LedgerEntry
+from store_async.emulator.request_log import LoggedRequest, RequestLog
 from store_async.emulator.server import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -33,5 +34,8 @@ __all__ = [
     "Item",
     "Ledger",
     "LedgerEntry",
+    "LoggedRequest",
+    "RawAnswer",
+    "RequestLog",
     "StoreEmulator",
 ]

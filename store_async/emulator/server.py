@@ -27,6 +27,7 @@ from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.request_log import RequestLog
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
 from store_async.emulator.state import StoreState
@@ -34,6 +35,7 @@ from store_async.emulator.stats import EmulatorStats
 from store_async.emulator.tls import TlsMaterial
 from store_async.emulator.tokens import STORE_AUDIENCE, AccessTokens
 from store_async.endpoints import Endpoints
+from store_async.errors import ValidationError
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -69,6 +71,8 @@ class StoreEmulator(Seeding):
     - ``wire_variants``: answer with the documentation's alternative spellings
       (``createdtime``, ``devofferId``, ``Title``) instead of its example's.
     - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
+    - ``record_requests``: keep every request in :attr:`request_log` (path, headers, body,
+      idempotency key, answer), for tests that assert what the client sent.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class StoreEmulator(Seeding):
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
         wire_variants: bool = False,
         content_length_on_204: bool = True,
+        record_requests: bool = False,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {port}")
@@ -120,6 +125,7 @@ class StoreEmulator(Seeding):
         )
         self._keys = StoreIdKeys(lifetime=key_lifetime)
         self._sequence: FaultSequence = self.faults.sequence()
+        self._request_log = RequestLog() if record_requests else None
         self._service = StoreService(
             state=self._state,
             tokens=self._tokens,
@@ -129,6 +135,7 @@ class StoreEmulator(Seeding):
             strict_keys=strict_keys,
             wire_variants=wire_variants,
             content_length_on_204=content_length_on_204,
+            request_log=self._request_log,
         )
         self._url: str | None = None
 
@@ -167,7 +174,9 @@ class StoreEmulator(Seeding):
         self._tokens.authority_url = self._url
 
     async def stop(self) -> None:
-        """Stop listening, close connections and remove the temporary CA file."""
+        """Stop listening, close connections and remove the temporary CA file (requests held
+        by ``HANG`` are released first, so their handlers end)."""
+        self._service.hanging.release()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -186,6 +195,46 @@ class StoreEmulator(Seeding):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    # -- faults at run time -------------------------------------------------------------
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Use ``plan`` from the next request on (a fresh seeded sequence; the counters in
+        :attr:`stats` and the request log go on)."""
+        if not isinstance(plan, FaultPlan):
+            raise ValidationError(f"set_faults needs a FaultPlan, got {type(plan).__name__}")
+        self.faults = plan
+        self._sequence = plan.sequence()
+        self._service.set_faults(self._sequence)
+
+    @property
+    def request_log(self) -> RequestLog:
+        """Every request received (only with ``record_requests=True``)."""
+        if self._request_log is None:
+            raise RuntimeError(
+                "the request log is kept only with StoreEmulator(record_requests=True)"
+            )
+        return self._request_log
+
+    @property
+    def hanging(self) -> int:
+        """Requests held by a ``HANG`` fault right now."""
+        return self._service.hanging.held
+
+    async def wait_for_hanging(self, count: int = 1) -> None:
+        """Return once at least ``count`` requests are held by ``HANG`` (no sleeping: the
+        emulator wakes the waiter as each request arrives)."""
+        await self._service.hanging.wait_for(count)
+
+    def release_hanging(self) -> int:
+        """Let the requests held by ``HANG`` continue (they are then served as usual and may
+        apply); returns how many were released. Later ``HANG`` decisions hold again."""
+        return self._service.hanging.release()
+
+    async def wait_released(self) -> None:
+        """Return once every released request has been answered (its change applied or
+        not), so the ledger is final."""
+        await self._service.hanging.wait_answered()
 
     # -- where and who -------------------------------------------------------------------
 
