@@ -22,7 +22,7 @@ from store_async.errors import (
     ValidationError,
 )
 from store_async.retry import Operation, RetryBudget, RetryPolicy, retry_call
-from tests.fake_store import FakeClock
+from tests.support.clock import FakeClock
 
 WRITE = Operation("consume", "trackingId", repeatable=True, writes=True)
 READ = Operation("query_products", None, repeatable=True, writes=False)

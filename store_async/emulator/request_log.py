@@ -87,7 +87,7 @@ class RequestLog:
         """Requests per idempotency key (a copy)."""
         return Counter(self._sends)
 
-    def keys(self) -> set[str]:
+    def idempotency_keys(self) -> set[str]:
         """Every idempotency key received."""
         return set(self._sends)
 

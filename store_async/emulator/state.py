@@ -148,6 +148,7 @@ class StoreState:
             raise ApiError(404, "ItemNotFound", "The user owns no such item.")
         if item.consumed_by is not None:
             if item.consumed_by == key:
+                self.ledger.record_replay(key)
                 return  # a replay: same answer, nothing applied
             raise ApiError(409, "ItemAlreadyConsumed", "The item was already consumed.")
         if item.product_type != "UnmanagedConsumable":
@@ -256,6 +257,7 @@ class StoreState:
         if stored is not None:
             if stored[0] != fingerprint:
                 raise ApiError(409, "OrderIdConflict", "The orderId was used for another product.")
+            self.ledger.record_replay(order_id)
             return stored[1]
         product = self.catalog.get((product_id, sku_id))
         if product is None and self.auto_create:
