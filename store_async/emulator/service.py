@@ -184,7 +184,10 @@ class StoreService:
         decision = faults.decide(endpoint, key)
         response = await self._faulted(request, endpoint, handler, decision)
         if entry is not None:
-            entry.status, entry.response_headers = response.status, response.headers
+            transport = request.transport
+            cut = transport is None or transport.is_closing()
+            entry.status = ABORTED if cut else response.status
+            entry.response_headers = {} if cut else response.headers
         return response
 
     async def _faulted(
