@@ -6,10 +6,10 @@ Mixed into :class:`~store_async.emulator.StoreEmulator`; every method works befo
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Unpack
 
 from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
-from store_async.emulator.state import StoreState
+from store_async.emulator.state import ItemOptions, StoreState
 from store_async.emulator.wire import new_guid
 
 __all__ = ["Seeding"]
@@ -20,25 +20,15 @@ class Seeding:
 
     _state: StoreState
 
-    def add_consumable(
-        self,
-        user_id: str,
-        product_id: str,
-        *,
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        transaction_id: str | None = None,
-    ) -> Item:
+    def add_consumable(self, user_id: str, product_id: str, **options: Unpack[ItemOptions]) -> Item:
         """Give ``user_id`` one unconsumed ``UnmanagedConsumable``; returns the live item
         (``item_id``, ``transaction_id``, ``consumed``...). Each call is one purchase with
-        its own item id."""
+        its own item id.
+
+        :param options: ``sku_id``, ``item_id``, ``transaction_id``... (:class:`ItemOptions`).
+        """
         return self._state.add_item(
-            user_id,
-            product_id,
-            product_type="UnmanagedConsumable",
-            sku_id=sku_id,
-            item_id=item_id,
-            transaction_id=transaction_id,
+            user_id, product_id, product_type="UnmanagedConsumable", **options
         )
 
     def add_item(
@@ -47,26 +37,15 @@ class Seeding:
         product_id: str,
         *,
         product_type: str = "Durable",
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        acquired: datetime | None = None,
-        end_date: datetime | None = None,
-        status: str = "Active",
-        parent_product_id: str | None = None,
+        **options: Unpack[ItemOptions],
     ) -> Item:
         """Give ``user_id`` an item of any product type (``Application``, ``Durable``,
-        ``Game``, ``UnmanagedConsumable``)."""
-        return self._state.add_item(
-            user_id,
-            product_id,
-            product_type=product_type,
-            sku_id=sku_id,
-            item_id=item_id,
-            acquired=acquired,
-            end_date=end_date,
-            status=status,
-            parent_product_id=parent_product_id,
-        )
+        ``Game``, ``UnmanagedConsumable``).
+
+        :param options: ``sku_id``, ``item_id``, ``acquired``, ``end_date``, ``status``,
+            ``parent_product_id``... (:class:`ItemOptions`).
+        """
+        return self._state.add_item(user_id, product_id, product_type=product_type, **options)
 
     def items_of(self, user_id: str) -> list[Item]:
         """All items of a user, consumed ones included, oldest first."""
