@@ -1,9 +1,10 @@
 """The route table: every Store operation as data.
 
 A :class:`Route` says what the engine must know to send an operation and to retry it safely
-(DESIGN rule 2): its method and URL (host family + path), the wire name of its idempotency key,
-whether it may be sent again after a *maybe applied* failure, whether the access token travels
-in the body instead of the ``Authorization`` header, and how a 2xx answer becomes a result.
+(docs/design.md, rule 2): its method and URL (host family + path), the wire name of its
+idempotency key, whether it may be sent again after a *maybe applied* failure, whether the
+access token travels in the body instead of the ``Authorization`` header, and how a 2xx answer
+becomes a result.
 
 =======================  ======  ==================  =====================  =================
 operation                method  idempotency key     repeat after *maybe    ends unsettled as

@@ -40,8 +40,7 @@ def _check_attempts(_instance: object, _attribute: attrs.Attribute[int], value: 
 def deprecated_deadline(owner: str) -> None:
     """Warn once per call site that ``deadline=`` (a relative budget) is now ``timeout=``."""
     warnings.warn(
-        f"{owner}: 'deadline' is deprecated, use 'timeout' (seconds for the whole call); "
-        "DESIGN's glossary keeps 'deadline' for an absolute loop time",
+        f"{owner}: 'deadline' is deprecated, use 'timeout' (seconds for the whole call)",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -9,7 +9,7 @@ brought it here:
 
 - full-jitter exponential backoff (``uniform(0, min(cap, base * 2**n))``), and never less than
   the service's ``Retry-After``: a ``Retry-After`` that does not fit the call's timeout (or
-  :attr:`RetryPolicy.retry_after_cap`) ends the call at once (DESIGN rule 4);
+  :attr:`RetryPolicy.retry_after_cap`) ends the call at once (docs/design.md, rule 4);
 - one timeout across all attempts and waits: when the next wait would cross it, stop;
 - the attempt count, and the client-wide :class:`~store_async.RetryBudget` (every retry
   withdraws from it);
@@ -249,7 +249,7 @@ class Call(Generic[T]):
         )
 
     def final_error(self, last: StoreError) -> StoreError:
-        """The error the caller sees when the call ends in failure (DESIGN rule 5)."""
+        """The error the caller sees when the call ends in failure (docs/design.md, rule 5)."""
         definite_answer = (
             last.kind is FailureKind.ANSWERED
             and not last.retryable

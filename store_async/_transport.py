@@ -2,9 +2,9 @@
 
 A :class:`Transport` is any object with one async method, :meth:`Transport.send`, that sends one
 request and either returns a 2xx answer or raises a classified
-:class:`~store_async.errors.StoreError` (DESIGN rule 1). :class:`AiohttpTransport` is the one
-``StoreClient`` builds; :class:`~store_async.MockTransport` serves users' unit tests; a custom one
-goes to ``StoreClient(transport=...)``.
+:class:`~store_async.errors.StoreError` (docs/design.md, rule 1). :class:`AiohttpTransport` is
+the one ``StoreClient`` builds; :class:`~store_async.MockTransport` serves users' unit tests;
+a custom one goes to ``StoreClient(transport=...)``.
 
 How :class:`AiohttpTransport` classifies what aiohttp does:
 

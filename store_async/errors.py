@@ -53,7 +53,7 @@ __all__ = [
     "ValidationError",
 ]
 
-# The documented inner codes of a 401 (STORE_API.md section 3.2).
+# The documented inner codes of a 401 (docs/store-api.md section 3.2).
 AUTHENTICATION_TOKEN_INVALID: Final = "AuthenticationTokenInvalid"
 PARTNER_AAD_TICKET_REQUIRED: Final = "PartnerAadTicketRequired"
 INCONSISTENT_CLIENT_ID: Final = "InconsistentClientId"

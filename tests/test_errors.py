@@ -28,7 +28,7 @@ from store_async.errors import (
     TransportError,
 )
 
-# The 401 body as observed in the wild (STORE_API.md section 6).
+# The 401 body as observed in the wild (docs/store-api.md section 6).
 UNAUTHORIZED_BODY = orjson.dumps(
     {
         "code": "Unauthorized",
