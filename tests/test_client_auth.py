@@ -7,12 +7,10 @@ import asyncio
 import orjson
 import pytest
 
-from store_async.auth import TokenCache
-from store_async.client import StoreClient
+from store_async import RetryPolicy, StoreClient, TokenCache
 from store_async.emulator import StoreEmulator
 from store_async.errors import AuthenticationError
 from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
-from store_async.retry import RetryPolicy
 from tests.support.clock import FakeClock
 from tests.support.credentials import GOOD_TOKEN, CountingCredential
 from tests.support.emulator import emulator
@@ -30,7 +28,7 @@ async def test_10000_concurrent_calls_on_a_cold_cache_cause_one_get_token(
     credential = CountingCredential([GOOD_TOKEN], gate=gate)
     # 10,000 calls queue for 100 pooled connections: generous timeouts keep this test about
     # the token, not about how fast a shared CI machine drains the queue.
-    policy = RetryPolicy(deadline=300, attempt_timeout=120, connect_timeout=60)
+    policy = RetryPolicy(timeout=300, attempt_timeout=120, connect_timeout=60)
     async with (
         emulator() as fake,
         StoreClient(credential, endpoints=fake.endpoints, retry=policy) as store,

@@ -12,7 +12,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from store_async import transport as transport_module
+from store_async import _transport as transport_module
+from store_async._transport import AiohttpTransport, classify_exception
 from store_async.emulator import FaultKind, FaultPlan
 from store_async.errors import (
     FailureKind,
@@ -23,7 +24,6 @@ from store_async.errors import (
     ThrottledError,
     TransportError,
 )
-from store_async.transport import Transport, classify_exception
 from tests.support.credentials import GOOD_TOKEN
 from tests.support.emulator import emulator
 from tests.support.raw_server import RawServer
@@ -59,10 +59,21 @@ async def post(
     client_timeout: aiohttp.ClientTimeout = TIMEOUT,
     body: bytes = BODY,
 ) -> tuple[int, bytes]:
-    status, _headers, body = await Transport(session, max_response_bytes=limit).post(
-        url, body, HEADERS, client_timeout, "consume"
+    status, _headers, body = await transport_for(session, limit, client_timeout).send(
+        "POST", url, HEADERS, body, client_timeout.total or 5.0
     )
     return status, body
+
+
+def transport_for(
+    session: aiohttp.ClientSession, limit: int, client_timeout: aiohttp.ClientTimeout = TIMEOUT
+) -> AiohttpTransport:
+    return AiohttpTransport(
+        session,
+        max_response_bytes=limit,
+        attempt_timeout=client_timeout.total or 5.0,
+        connect_timeout=client_timeout.connect or 2.0,
+    )
 
 
 async def test_204_returns_without_reading_a_body(
@@ -73,8 +84,8 @@ async def test_204_returns_without_reading_a_body(
 
     monkeypatch.setattr(transport_module, "_read_bounded", no_read)
     async with emulator() as store:
-        status, headers, body = await Transport(session, max_response_bytes=10).post(
-            consume_url(store.url), BODY, HEADERS, TIMEOUT, "consume"
+        status, headers, body = await transport_for(session, 10).send(
+            "POST", consume_url(store.url), HEADERS, BODY, 5.0
         )
     assert (status, body) == (204, b"")
     assert headers["MS-CorrelationId"] == "corr-t-1"
