@@ -101,6 +101,14 @@ def test_bad_raw_answers_raise_validation_error(arguments: tuple[Any, ...], mess
         RawAnswer(*arguments)
 
 
+async def test_the_emulator_refuses_what_is_not_a_plan() -> None:
+    with pytest.raises(ValidationError, match=r"faults must be a FaultPlan, e\.g\. FaultPlan"):
+        StoreEmulator(faults={"rate": 0.1})  # type: ignore[arg-type]
+    async with StoreEmulator() as emu:
+        with pytest.raises(ValidationError, match="count must be an int >= 0"):
+            await emu.wait_for_hanging(-1)
+
+
 def test_kind_names_may_be_given_as_their_values() -> None:
     plan = FaultPlan(rate=1.0, kinds={"http_503": 2, FaultKind.HTTP_429: 1})
     assert dict(plan.kinds) == {FaultKind.HTTP_503: 2.0, FaultKind.HTTP_429: 1.0}

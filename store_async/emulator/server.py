@@ -95,16 +95,20 @@ class StoreEmulator(Seeding):
         record_requests: bool = False,
     ) -> None:
         if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
+            raise ValidationError(f"port must be within 0..65535, got {port}")
         if token_lifetime <= 0 or key_lifetime <= 0:
-            raise ValueError("token_lifetime and key_lifetime must be > 0 seconds")
+            raise ValidationError("token_lifetime and key_lifetime must be > 0 seconds")
         for name, value in (
             ("tenant_id", tenant_id),
             ("client_id", client_id),
             ("client_secret", client_secret),
         ):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string")
+                raise ValidationError(f"{name} must be a non-empty string")
+        if faults is not None and not isinstance(faults, FaultPlan):
+            raise ValidationError(
+                f"faults must be a FaultPlan, e.g. FaultPlan(rate=0.1), got {type(faults).__name__}"
+            )
         self.host = host
         self._port = port
         self._tls_wanted = tls
@@ -223,7 +227,12 @@ class StoreEmulator(Seeding):
 
     async def wait_for_hanging(self, count: int = 1) -> None:
         """Return once at least ``count`` requests are held by ``HANG`` (no sleeping: the
-        emulator wakes the waiter as each request arrives)."""
+        emulator wakes the waiter as each request arrives).
+
+        :raises ValidationError: when ``count`` is not an int >= 0.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValidationError(f"count must be an int >= 0, got {count!r}")
         await self._service.hanging.wait_for(count)
 
     def release_hanging(self) -> int:
