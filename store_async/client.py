@@ -36,7 +36,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -64,7 +64,7 @@ from store_async.models import (
     QueryRequest,
     QueryResult,
 )
-from store_async.models.consume import consume_result
+from store_async.models.consume import ConsumeV8Response, consume_result, consume_v8_result
 from store_async.retry import Operation, RetryBudget, RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 from store_async.transport import Answer, Transport
@@ -79,7 +79,11 @@ GRANT: Final = Operation("grant_free_product", "orderId", repeatable=True, write
 QUERY: Final = Operation("query_products", None, repeatable=True, writes=False)
 OFFLINE_LICENSE: Final = Operation("get_offline_license", None, repeatable=True, writes=False)
 RENEW: Final = Operation("renew_store_id_key", None, repeatable=False, writes=True)
-OPERATIONS: Final = (CONSUME, CONSUME_BY_TRANSACTION, GRANT, QUERY, OFFLINE_LICENSE, RENEW)
+# -- v8 surface (issue 9): rows for the route table --
+CONSUME_V8: Final = Operation("consume_v8", "trackingId", repeatable=True, writes=True)
+OPERATIONS: Final = (
+    CONSUME, CONSUME_BY_TRANSACTION, CONSUME_V8, GRANT, QUERY, OFFLINE_LICENSE, RENEW
+)  # fmt: skip
 """The idempotency table above, as data."""
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
@@ -94,6 +98,24 @@ def _consume_result(answer: Answer, attempts: int, request: ConsumeRequest) -> C
         headers.get("MS-CorrelationId"),
         headers.get("MS-RequestId"),
         headers.get("MS-CV"),
+    )
+
+
+def _consume_v8_result(answer: Answer, attempts: int, request: ConsumeRequest) -> ConsumeResult:
+    body = loads(answer[2], ConsumeV8Response)
+    tracking_id = cast(str, request.tracking_id)
+    echoed = body.tracking_id
+    if echoed is not None and echoed != tracking_id and echoed.lower() != tracking_id:
+        # An answer to another request (a proxy mixing up connections?) must not settle ours.
+        raise ResponseFormatError("the v8 consume answer is for another trackingId")
+    headers = answer[1]
+    return consume_v8_result(
+        tracking_id,
+        attempts,
+        headers.get("MS-CorrelationId"),
+        headers.get("MS-RequestId"),
+        headers.get("MS-CV"),
+        body,
     )
 
 
@@ -190,6 +212,7 @@ class StoreClient:
         self._call = self._engine.call
         # Built once: yarl would parse a str URL again on every request.
         self._consume_url = URL(f"{endpoints.collections}/v6.0/collections/consume")
+        self._consume_v8_url = URL(f"{endpoints.collections}/v8.0/collections/consume")
         self._query_url = URL(f"{endpoints.collections}/v6.0/collections/query")
         self._grant_url = URL(f"{endpoints.purchase}/v6.0/purchases/grant")
         self._renew_urls = {
@@ -255,7 +278,9 @@ class StoreClient:
         deadline: float | None = None,
         attempts: int | None = None,
     ) -> ConsumeResult:
-        """Report a consumable as fulfilled (``POST /v6.0/collections/consume``, 204).
+        """Report a consumable as fulfilled (``POST /v6.0/collections/consume``, 204), or, for a
+        request of :meth:`ConsumeRequest.for_quantity`, consume a quantity
+        (``POST /v8.0/collections/consume``, 200 with the new balance).
 
         Safe to resend with the same request (same tracking id / transaction id) at any time.
 
@@ -266,6 +291,17 @@ class StoreClient:
         """
         if not isinstance(request, ConsumeRequest):
             raise ValidationError(f"consume needs a ConsumeRequest, got {type(request).__name__}")
+        if request.remove_quantity is not None:
+            return await self._call(
+                CONSUME_V8,
+                self._consume_v8_url,
+                dumps(request),
+                request.tracking_id,
+                _consume_v8_result,
+                request,
+                deadline,
+                attempts,
+            )
         operation = CONSUME if request.tracking_id is not None else CONSUME_BY_TRANSACTION
         return await self._call(
             operation,

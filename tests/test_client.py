@@ -322,6 +322,7 @@ def test_the_operation_table() -> None:
     assert table == {
         ("consume", "trackingId"): (True, True),
         ("consume", "transactionId"): (True, True),
+        ("consume_v8", "trackingId"): (True, True),
         ("grant_free_product", "orderId"): (True, True),
         ("query_products", None): (True, False),
         ("get_offline_license", None): (True, False),

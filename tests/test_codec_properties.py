@@ -32,6 +32,7 @@ from store_async.models import (
     CollectionItem,
     ConsumeRequest,
     ConsumeResult,
+    ConsumeV8Response,
     GrantRequest,
     IdentityV6,
     KeyRenewalRequest,
@@ -39,6 +40,7 @@ from store_async.models import (
     OfflineLicense,
     Order,
     OrderLineItem,
+    OrderTransaction,
     ProductKey,
     ProductSkuId,
     QueryRequest,
@@ -58,6 +60,8 @@ RESPONSE_RECORDS = (
     KeyRenewalResponse,
     ServiceError,
     InnerError,
+    ConsumeV8Response,
+    OrderTransaction,
 )
 FUZZ_EXAMPLES = 1_500
 FUZZ = settings(
@@ -140,6 +144,15 @@ def records(cls: type) -> st.SearchStrategy[Any]:
         return st.one_of(
             st.builds(ConsumeRequest.for_item, users, non_blank, guids | st.uuids()),
             st.builds(ConsumeRequest.for_transaction, users, non_blank, guids | st.uuids()),
+            st.builds(
+                ConsumeRequest.for_quantity,
+                users,
+                non_blank,
+                st.integers(1, 2**31 - 1),
+                tracking_id=guids | st.uuids(),
+                include_order_ids=st.booleans(),
+                sandbox_id=st.none() | non_blank,
+            ),
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: _strategy(hints[f.name], cls, f.name) for f in attrs.fields(cls)}

@@ -33,6 +33,8 @@ def test_models_export_every_contract_name() -> None:
         "CollectionItem",
         "ConsumeRequest",
         "ConsumeResult",
+        "ConsumeV8Response",
+        "OrderTransaction",
         "GrantRequest",
         "IdentityV6",
         "InnerError",

@@ -7,7 +7,9 @@ Mixed into :class:`~store_async.emulator.StoreEmulator`; every method works befo
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
+from store_async.emulator.balances import RETAIL, Balance
 from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.state import StoreState
 from store_async.emulator.wire import new_guid
@@ -120,3 +122,32 @@ class Seeding:
         product = BusinessProduct(product_id, sku_id, owned=owned, offline=offline)
         self._state.business[(product_id, sku_id)] = product
         return product
+
+    # -- consumable balances (v8 consume; issue 9) ---------------------------------------
+
+    def add_balance(
+        self,
+        user_id: str,
+        product_id: str,
+        quantity: int,
+        *,
+        managed: Literal["store", "developer"] = "store",
+        sandbox_id: str | None = None,
+        order_id: str | None = None,
+    ) -> Balance:
+        """One purchase of ``quantity`` units of a consumable (store-managed by default; a
+        developer-managed purchase is ``quantity`` units to report fulfilled one by one), in
+        RETAIL or the given sandbox; returns the live balance (``quantity``, ``consumed``...)."""
+        return self._state.balances.add(
+            user_id,
+            product_id,
+            quantity,
+            managed=managed,
+            sandbox_id=sandbox_id or RETAIL,
+            order_id=order_id,
+        )
+
+    def balance_of(self, user_id: str, product_id: str, *, sandbox_id: str | None = None) -> int:
+        """Units left of a consumable (0 when the user never had any)."""
+        balance = self._state.balances.get(user_id, product_id, sandbox_id or RETAIL)
+        return 0 if balance is None else balance.quantity

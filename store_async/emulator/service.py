@@ -16,11 +16,13 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
 
+from store_async.emulator import v8_routes
 from store_async.emulator.faults import FaultKind, FaultSequence
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
 from store_async.emulator.state import StoreState
@@ -86,7 +88,7 @@ class StoreService:
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
         app = web.Application(client_max_size=1024 * 1024)
-        routes = {
+        routes: dict[str, tuple[str, Handler]] = {
             "/v6.0/collections/query": ("query", self._query),
             "/v6.0/collections/consume": ("consume", self._consume),
             "/v6.0/purchases/grant": ("grant", self._grant),
@@ -95,6 +97,7 @@ class StoreService:
                 "offline_license",
                 self._offline_license,
             ),
+            "/v8.0/collections/consume": ("consume", partial(v8_routes.consume_v8, self)),
             "/{tenant}/oauth2/v2.0/token": ("token", self._token_v2),
             "/{tenant}/oauth2/token": ("token", self._token_v1),
         }
@@ -244,6 +247,13 @@ class StoreService:
         if not isinstance(reference, str):
             bad.append(f"{field}.localTicketReference")
         raise ApiError.invalid(f"Invalid {field}.", *bad)
+
+    # The helpers the handler modules (v8_routes) use, under public names.
+    read_body = _body
+    beneficiary = _beneficiary
+    user_for_key = _user_for_key
+    json = _json
+    headers = _headers
 
     # -- routes --------------------------------------------------------------------------
 

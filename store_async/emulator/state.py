@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import orjson
 
+from store_async.emulator.balances import Balances
 from store_async.emulator.items import (
     PRODUCT_TYPES,
     BusinessProduct,
@@ -68,6 +69,8 @@ class StoreState:
         self.catalog: dict[tuple[str, str], CatalogProduct] = {}
         self.business: dict[tuple[str, str], BusinessProduct] = {}
         self._orders: dict[tuple[str, str], tuple[tuple[str, str, str], dict[str, Any]]] = {}
+        self.balances = Balances(ledger, auto_create=auto_create)
+        """Consumable balances and the v8 consume (issue 9)."""
 
     # -- items ---------------------------------------------------------------------------
 

@@ -21,7 +21,12 @@ The service error body records :class:`ServiceError` and :class:`InnerError` liv
 
 from store_async.errors import InnerError, ServiceError
 from store_async.models.business import OfflineLicense, ProductKey
-from store_async.models.consume import ConsumeRequest, ConsumeResult
+from store_async.models.consume import (
+    ConsumeRequest,
+    ConsumeResult,
+    ConsumeV8Response,
+    OrderTransaction,
+)
 from store_async.models.identities import IdentityV6, ProductSkuId, UserIdentity
 from store_async.models.keys import KeyRenewalRequest, KeyRenewalResponse
 from store_async.models.purchase import ClientContext, GrantRequest, Order, OrderLineItem
@@ -32,6 +37,7 @@ __all__ = [
     "CollectionItem",
     "ConsumeRequest",
     "ConsumeResult",
+    "ConsumeV8Response",
     "GrantRequest",
     "IdentityV6",
     "InnerError",
@@ -40,6 +46,7 @@ __all__ = [
     "OfflineLicense",
     "Order",
     "OrderLineItem",
+    "OrderTransaction",
     "ProductKey",
     "ProductSkuId",
     "QueryRequest",

@@ -1,0 +1,16 @@
+"""The records of the newer Store surface (GDK pages; STORE_API.md sections 9 and 10), in one list.
+
+:data:`V8_RECORDS` is what the codec registers for them, innermost first, until the codec finds
+every record of :mod:`store_async.models` by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from store_async.models.consume import ConsumeV8Response
+
+__all__ = ["V8_RECORDS"]
+
+# OrderTransaction is registered with ConsumeResult, which holds it.
+V8_RECORDS: Final[tuple[type, ...]] = (ConsumeV8Response,)
