@@ -349,9 +349,9 @@ def test_journal_summary_and_export_of_failed_rows(
         "trackingId": failed.request.tracking_id,
     }
     assert SECRET_PREFIX not in summary.stdout + result.stdout + result.stderr
-    bad = cli("journal", str(journal), "--export", "done")
+    bad = cli("journal", str(journal), "--export", "finished")
     assert bad.returncode == 1
-    assert "argument --export: give pending, failed or pending,failed" in bad.stderr
+    assert "argument --export: give pending, failed, done or a list: pending,failed" in bad.stderr
     missing = cli("journal", str(tmp_path / "nothing"))
     assert (missing.returncode, missing.stderr) == (
         1,
