@@ -65,6 +65,12 @@ from store_async.models import (
     QueryResult,
 )
 from store_async.models.consume import ConsumeV8Response, consume_result, consume_v8_result
+from store_async.models.licenses import (
+    EntitlementPage,
+    EntitlementQuery,
+    LicensePage,
+    LicenseQuery,
+)
 from store_async.retry import Operation, RetryBudget, RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 from store_async.transport import Answer, Transport
@@ -81,8 +87,11 @@ OFFLINE_LICENSE: Final = Operation("get_offline_license", None, repeatable=True,
 RENEW: Final = Operation("renew_store_id_key", None, repeatable=False, writes=True)
 # -- v8 surface (issue 9): rows for the route table --
 CONSUME_V8: Final = Operation("consume_v8", "trackingId", repeatable=True, writes=True)
+QUERY_LICENSES: Final = Operation("query_licenses", None, repeatable=True, writes=False)
+QUERY_ENTITLEMENTS: Final = Operation("query_entitlements", None, repeatable=True, writes=False)
 OPERATIONS: Final = (
-    CONSUME, CONSUME_BY_TRANSACTION, CONSUME_V8, GRANT, QUERY, OFFLINE_LICENSE, RENEW
+    CONSUME, CONSUME_BY_TRANSACTION, CONSUME_V8, GRANT, QUERY, OFFLINE_LICENSE, RENEW,
+    QUERY_LICENSES, QUERY_ENTITLEMENTS,
 )  # fmt: skip
 """The idempotency table above, as data."""
 
@@ -213,6 +222,8 @@ class StoreClient:
         # Built once: yarl would parse a str URL again on every request.
         self._consume_url = URL(f"{endpoints.collections}/v6.0/collections/consume")
         self._consume_v8_url = URL(f"{endpoints.collections}/v8.0/collections/consume")
+        self._licenses_url = URL(f"{endpoints.collections}/v8.0/collections/b2bLicensePreview")
+        self._entitlements_url = URL(f"{endpoints.collections}/v9.0/collections/publisherQuery")
         self._query_url = URL(f"{endpoints.collections}/v6.0/collections/query")
         self._grant_url = URL(f"{endpoints.purchase}/v6.0/purchases/grant")
         self._renew_urls = {
@@ -350,6 +361,60 @@ class StoreClient:
                 raise ResponseFormatError("the service repeated a continuation token")
             seen.add(token)
             request = request.with_continuation(token)
+
+    # -- v8 surface (issue 9): thin methods over the same engine --------------------------------
+
+    async def query_licenses(
+        self,
+        query: LicenseQuery,
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> LicensePage:
+        """One page of licenses and balances (v8 ``POST /v8.0/collections/b2bLicensePreview``).
+
+        :raises ValidationError: ``query`` is not a :class:`LicenseQuery`.
+        """
+        if not isinstance(query, LicenseQuery):
+            raise ValidationError(
+                f"query_licenses needs a LicenseQuery, got {type(query).__name__}"
+            )
+        return await self._call(
+            QUERY_LICENSES,
+            self._licenses_url,
+            dumps(query),
+            None,
+            _parse_as,
+            LicensePage,
+            deadline,
+            attempts,
+        )
+
+    async def query_entitlements(
+        self,
+        query: EntitlementQuery,
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> EntitlementPage:
+        """One page of entitlements (v9 ``POST /v9.0/collections/publisherQuery``).
+
+        :raises ValidationError: ``query`` is not an :class:`EntitlementQuery`.
+        """
+        if not isinstance(query, EntitlementQuery):
+            raise ValidationError(
+                f"query_entitlements needs an EntitlementQuery, got {type(query).__name__}"
+            )
+        return await self._call(
+            QUERY_ENTITLEMENTS,
+            self._entitlements_url,
+            dumps(query),
+            None,
+            _parse_as,
+            EntitlementPage,
+            deadline,
+            attempts,
+        )
 
     async def grant_free_product(
         self,

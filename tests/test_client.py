@@ -323,6 +323,8 @@ def test_the_operation_table() -> None:
         ("consume", "trackingId"): (True, True),
         ("consume", "transactionId"): (True, True),
         ("consume_v8", "trackingId"): (True, True),
+        ("query_licenses", None): (True, False),
+        ("query_entitlements", None): (True, False),
         ("grant_free_product", "orderId"): (True, True),
         ("query_products", None): (True, False),
         ("get_offline_license", None): (True, False),

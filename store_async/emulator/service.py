@@ -98,6 +98,11 @@ class StoreService:
                 self._offline_license,
             ),
             "/v8.0/collections/consume": ("consume", partial(v8_routes.consume_v8, self)),
+            "/v8.0/collections/b2bLicensePreview": (
+                "query",
+                partial(v8_routes.license_query, self),
+            ),
+            "/v9.0/collections/publisherQuery": ("query", partial(v8_routes.publisher_query, self)),
             "/{tenant}/oauth2/v2.0/token": ("token", self._token_v2),
             "/{tenant}/oauth2/token": ("token", self._token_v1),
         }

@@ -14,7 +14,10 @@ from aiohttp import hdrs, web
 if TYPE_CHECKING:
     from store_async.emulator.service import StoreService
 
-__all__ = ["consume_v8"]
+from store_async.emulator.licenses import license_page
+from store_async.emulator.wire import ApiError
+
+__all__ = ["consume_v8", "license_query", "publisher_query"]
 
 
 async def consume_v8(service: StoreService, request: web.Request) -> web.StreamResponse:
@@ -24,3 +27,29 @@ async def consume_v8(service: StoreService, request: web.Request) -> web.StreamR
     body = await service.read_body(request)
     user_id, _, _ = service.beneficiary(body.get("beneficiary"), "beneficiary", client_id)
     return service.json(request, 200, service.state.balances.consume(user_id, body))
+
+
+async def _license_query(
+    service: StoreService, request: web.Request, *, v9: bool
+) -> web.StreamResponse:
+    client_id = service.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+    body = await service.read_body(request)
+    raw = body.get("beneficiaries")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError.invalid("beneficiaries must be a non-empty list.", "beneficiaries")
+    users = []
+    for entry in raw:
+        user_id, _, reference = service.beneficiary(entry, "beneficiaries", client_id)
+        users.append((user_id, reference, service.state.items_of(user_id)))
+    page = license_page(users, service.state.balances, body, v9=v9)
+    return service.json(request, 200, page)
+
+
+async def license_query(service: StoreService, request: web.Request) -> web.StreamResponse:
+    """``POST /v8.0/collections/b2bLicensePreview``."""
+    return await _license_query(service, request, v9=False)
+
+
+async def publisher_query(service: StoreService, request: web.Request) -> web.StreamResponse:
+    """``POST /v9.0/collections/publisherQuery``."""
+    return await _license_query(service, request, v9=True)

@@ -155,3 +155,10 @@ def texts_of(values: tuple[Any, ...], field: str) -> None:
     """Check that every element of ``values`` is a non-blank string."""
     for index, item in enumerate(values):
         text(item, f"{field}[{index}]")
+
+
+def skus_of(values: tuple[Any, ...], field: str) -> None:
+    """Check that every ``ProductSkuId`` of ``values`` names its SKU (v6 and v8 queries)."""
+    for index, item in enumerate(values):
+        if item.sku_id is None:
+            raise ValidationError(f"{field}[{index}].sku_id is required by this query")

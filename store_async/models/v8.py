@@ -9,8 +9,26 @@ from __future__ import annotations
 from typing import Final
 
 from store_async.models.consume import ConsumeV8Response
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+    TrialData,
+)
 
 __all__ = ["V8_RECORDS"]
 
 # OrderTransaction is registered with ConsumeResult, which holds it.
-V8_RECORDS: Final[tuple[type, ...]] = (ConsumeV8Response,)
+V8_RECORDS: Final[tuple[type, ...]] = (
+    ConsumeV8Response,
+    TrialData,
+    EntitlementItem,
+    LicenseItem,
+    EntitlementPage,
+    LicensePage,
+    LicenseQuery,
+    EntitlementQuery,
+)
