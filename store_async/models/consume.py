@@ -1,5 +1,5 @@
-"""Report a consumable as fulfilled: ``POST /v6.0/collections/consume`` (STORE_API.md 3.2), and
-consume a quantity of a store-managed consumable: ``POST /v8.0/collections/consume`` (9, 10)."""
+"""Report a consumable as fulfilled: ``POST /v6.0/collections/consume`` (docs/store-api.md 3.2),
+and consume a quantity of a consumable: ``POST /v8.0/collections/consume`` (sections 9, 10)."""
 
 from __future__ import annotations
 
