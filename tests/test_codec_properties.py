@@ -47,6 +47,15 @@ from store_async.models import (
     QueryResult,
     UserIdentity,
 )
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+    TrialData,
+)
 
 RESPONSE_RECORDS = (
     QueryResult,
@@ -62,6 +71,11 @@ RESPONSE_RECORDS = (
     InnerError,
     ConsumeV8Response,
     OrderTransaction,
+    TrialData,
+    EntitlementItem,
+    LicenseItem,
+    EntitlementPage,
+    LicensePage,
 )
 FUZZ_EXAMPLES = 1_500
 FUZZ = settings(
@@ -94,7 +108,17 @@ json_values = st.recursive(
 )
 
 # Request records refuse empty strings; response records take any string.
-VALIDATING = (UserIdentity, ProductSkuId, QueryRequest, GrantRequest, KeyRenewalRequest)
+VALIDATING = (
+    UserIdentity,
+    ProductSkuId,
+    QueryRequest,
+    GrantRequest,
+    KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
+)
+# Queries need at least one beneficiary, product type or product/SKU pair.
+AT_LEAST_ONE = (QueryRequest, LicenseQuery, EntitlementQuery)
 # Fields of request records that carry validated values.
 OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (UserIdentity, "identity_value"): non_blank,
@@ -103,6 +127,12 @@ OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (ProductSkuId, "product_id"): non_blank,
     (ProductSkuId, "sku_id"): non_blank,
     (QueryRequest, "max_page_size"): st.none() | st.integers(1, 100),
+    (LicenseQuery, "max_page_size"): st.none() | st.integers(1, 100),
+    (EntitlementQuery, "max_page_size"): st.none() | st.integers(1, 200),
+    # Untyped JSON the service may send; scalars, so that re-casing keys cannot change it.
+    (LicenseItem, "beneficiary"): json_scalars,
+    (LicenseItem, "recurrence_data"): json_scalars,
+    (EntitlementItem, "beneficiary"): json_scalars,
     (GrantRequest, "order_id"): guids,
     (GrantRequest, "quantity"): st.just(1),
     # Opaque JSON the service may send; scalars only, so that re-casing keys cannot change it.
@@ -123,7 +153,8 @@ def _strategy(type_: Any, owner: type, name: str) -> st.SearchStrategy[Any]:
     if origin is tuple:
         element = json_values if args[0] is Any else _strategy(args[0], owner, name)
         # A query needs at least one beneficiary and product type.
-        return st.lists(element, min_size=1 if owner is QueryRequest else 0, max_size=3).map(tuple)
+        least = 1 if owner in AT_LEAST_ONE else 0
+        return st.lists(element, min_size=least, max_size=3).map(tuple)
     if attrs.has(type_):
         return records(type_)
     simple: dict[Any, st.SearchStrategy[Any]] = {
@@ -167,6 +198,8 @@ ALL_RECORDS = (
     ConsumeResult,
     GrantRequest,
     KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
     *RESPONSE_RECORDS,
 )
 
@@ -184,6 +217,8 @@ REQUESTS = (
     ConsumeRequest,
     GrantRequest,
     KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
 )
 CASINGS = (str.lower, str.upper, str.title, str, str.swapcase)
 
