@@ -53,13 +53,15 @@ ENTITLEMENT_REQUEST_AS_PRINTED = b"""{
 }"""
 
 
+FILTERS = ("*:Game", "*:Consumable", "*:UnmanagedConsumable", "*:Durable", "*:Pass")
+
+
 def test_the_license_request_example() -> None:
     ours = LicenseQuery(
         beneficiaries=[USER],
         product_sku_ids=[SKU],
         max_page_size=100,
-        entitlement_filters=["*:Game", "*:Consumable", "*:UnmanagedConsumable", "*:Durable"]
-        + ["*:Pass"],
+        entitlement_filters=FILTERS,
         market="neutral",
         expand_satisfying_items=True,
         exclude_duplicates=True,
@@ -273,10 +275,15 @@ async def test_a_pager_resumes_from_the_last_token_after_a_failed_page() -> None
         seen: list[str | None] = []
         token: str | None = None
         async with StoreClient(emu.credential(), endpoints=emu.endpoints) as store:
-            with pytest.raises(ServiceUnavailableError):
+
+            async def read_until_it_fails() -> None:
+                nonlocal token
                 async for page in store.list_licenses(query, attempts=1).by_page():
-                    seen += [item.id for item in page.items]
+                    seen.extend(item.id for item in page.items)
                     token = page.continuation_token
+
+            with pytest.raises(ServiceUnavailableError):
+                await read_until_it_fails()
             assert len(seen) == 200
             assert token is not None
             async for page in store.list_licenses(query).by_page(continuation_token=token):
