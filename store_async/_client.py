@@ -51,6 +51,12 @@ from store_async.models.licenses import (
     LicensePage,
     LicenseQuery,
 )
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
@@ -164,6 +170,7 @@ class StoreClient:
         self._consume_v8 = ops.CONSUME_V8.bind(endpoints)
         self._query_licenses = ops.QUERY_LICENSES.bind(endpoints)
         self._query_entitlements = ops.QUERY_ENTITLEMENTS.bind(endpoints)
+        self._query_subscriptions = ops.QUERY_SUBSCRIPTIONS.bind(endpoints)
         self._query_products = ops.QUERY_PRODUCTS.bind(endpoints)
         self._grant_free_product = ops.GRANT_FREE_PRODUCT.bind(endpoints)
         self._renew = {
@@ -395,6 +402,71 @@ class StoreClient:
             return await self.query_entitlements(page, timeout=timeout, attempts=attempts)
 
         return AsyncPager(fetch)
+
+    # -- subscriptions (recurrences) --
+
+    async def query_subscriptions(
+        self,
+        query: SubscriptionQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> SubscriptionPage:
+        """One page of a user's subscriptions (``POST /v8.0/b2b/recurrences/query``)."""
+        if not isinstance(query, SubscriptionQuery):
+            raise ValidationError(
+                f"query_subscriptions needs a SubscriptionQuery, got {type(query).__name__}"
+            )
+        return await self._call(
+            self._query_subscriptions, dumps(query), None, None, timeout, attempts
+        )
+
+    def list_subscriptions(
+        self,
+        b2b_key: str,
+        *,
+        sandbox_id: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[Subscription, SubscriptionPage]:
+        """Every subscription of the user whose **purchase** Store ID key is ``b2b_key``:
+        ``async for subscription in store.list_subscriptions(key)``; ``.by_page(...)`` pages.
+
+        :raises ValidationError: an empty key or sandbox id.
+        """
+        query = SubscriptionQuery(b2b_key=b2b_key, sandbox_id=sandbox_id)
+
+        async def fetch(token: str | None) -> SubscriptionPage:
+            page = query.with_continuation(token)
+            return await self.query_subscriptions(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
+
+    async def change_subscription(
+        self,
+        subscription_id: str,
+        change: SubscriptionChange,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> Subscription:
+        """Cancel, extend, refund or stop auto-renewing a subscription
+        (``POST /v8.0/b2b/recurrences/{id}/change``); returns it as changed.
+
+        A change has no idempotency key, so it is **never sent again** after an attempt that
+        may have been applied.
+
+        :raises OutcomeUnknownError: an attempt may have been applied; query the subscription
+            (:meth:`list_subscriptions`) before changing it again.
+        :raises ValidationError: ``change`` is not a :class:`SubscriptionChange`, or the id is
+            empty.
+        """
+        if not isinstance(change, SubscriptionChange):
+            raise ValidationError(
+                f"change_subscription needs a SubscriptionChange, got {type(change).__name__}"
+            )
+        route = ops.CHANGE_SUBSCRIPTION.bind(self._endpoints, recurrence_id=subscription_id)
+        return await self._call(route, dumps(change), None, None, timeout, attempts)
 
     async def grant_free_product(
         self,

@@ -19,6 +19,8 @@ renew_store_id_key       POST    none                **never**              Outc
 consume (v8, quantity)   POST    ``trackingId``      yes (same body)        OutcomeUnknownError
 query_licenses (v8)      POST    none: a read        yes                    the last error
 query_entitlements (v9)  POST    none: a read        yes                    the last error
+query_subscriptions      POST    none: a read        yes                    the last error
+change_subscription      POST    none                **never**              OutcomeUnknownError
 =======================  ======  ==================  =====================  =================
 
 A v8 consume is deduplicated on its trackingId **and** user, product and quantity: the engine
@@ -38,9 +40,10 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import attrs
+import orjson
 from yarl import URL
 
-from store_async.codec import dumps, loads
+from store_async.codec import dumps, loads, structure
 from store_async.endpoints import Endpoints
 from store_async.errors import InvalidStoreIdKeyError, ResponseFormatError, ValidationError
 from store_async.models import (
@@ -54,9 +57,11 @@ from store_async.models import (
 )
 from store_async.models.consume import ConsumeV8Response, consume_result, consume_v8_result
 from store_async.models.licenses import EntitlementPage, LicensePage
+from store_async.models.subscriptions import Subscription, SubscriptionPage, subscriptions_in
 from store_async.store_id_key import StoreIdKey
 
 __all__ = [
+    "CHANGE_SUBSCRIPTION",
     "CONSUME_BY_ITEM",
     "CONSUME_BY_TRANSACTION",
     "CONSUME_V8",
@@ -65,6 +70,7 @@ __all__ = [
     "QUERY_ENTITLEMENTS",
     "QUERY_LICENSES",
     "QUERY_PRODUCTS",
+    "QUERY_SUBSCRIPTIONS",
     "RENEW_COLLECTIONS_KEY",
     "RENEW_PURCHASE_KEY",
     "ROUTES",
@@ -109,6 +115,9 @@ class Route(Generic[T]):
     parse: Parse[T]
     token_body: TokenBody | None = None
     """Set when the access token travels in the body (no ``Authorization`` header)."""
+    unsettled_hint: str | None = None
+    """For an operation without an idempotency key: how to learn whether a call that ended
+    unsettled was applied (in the ``OutcomeUnknownError`` message)."""
 
     def bind(self, endpoints: Endpoints, **path_parameters: str) -> BoundRoute[T]:
         """This route on ``endpoints``, with its path parameters filled in."""
@@ -194,6 +203,20 @@ def _consume_v8(answer: Answer, attempts: int, request: ConsumeRequest) -> Consu
     )
 
 
+def _changed_subscription(answer: Answer, _attempts: int, _context: Any) -> Subscription:
+    """A bare item or ``{items: [...]}`` (both documented): the changed subscription."""
+    try:
+        document = orjson.loads(answer[2])
+    except orjson.JSONDecodeError as error:
+        raise ResponseFormatError(
+            f"Subscription: the body is not JSON ({error.msg} at position {error.pos})"
+        ) from None
+    items = subscriptions_in(document)
+    if not items:
+        raise ResponseFormatError("Subscription: the change answer lists no subscription")
+    return structure(items[0], Subscription)
+
+
 def parse_as(cls: type[T]) -> Parse[T]:
     """A parser that decodes the body as ``cls`` (one per route, built at import)."""
 
@@ -274,6 +297,31 @@ RENEW_PURCHASE_KEY: Final = attrs.evolve(RENEW_COLLECTIONS_KEY, host="purchase")
 
 # -- the newer surface (GDK pages; docs/store-api.md sections 9, 10) --
 
+QUERY_SUBSCRIPTIONS: Final = Route[SubscriptionPage](
+    name="query_subscriptions",
+    method="POST",
+    host="purchase",
+    path="/v8.0/b2b/recurrences/query",
+    key_name=None,
+    repeatable=True,
+    writes=False,
+    parse=parse_as(SubscriptionPage),
+)
+CHANGE_SUBSCRIPTION: Final = Route[Subscription](
+    name="change_subscription",
+    method="POST",
+    host="purchase",
+    path="/v8.0/b2b/recurrences/{recurrence_id}/change",
+    key_name=None,
+    repeatable=False,  # no idempotency key: never repeated after a maybe-applied failure
+    writes=True,
+    parse=_changed_subscription,
+    unsettled_hint=(
+        "a subscription change has no idempotency key: query the subscription "
+        "(list_subscriptions) to see whether it was applied before changing it again"
+    ),
+)
+
 CONSUME_V8: Final = Route[ConsumeResult](
     name="consume_v8",
     method="POST",
@@ -316,5 +364,7 @@ ROUTES: Final[tuple[Route[Any], ...]] = (
     CONSUME_V8,
     QUERY_LICENSES,
     QUERY_ENTITLEMENTS,
+    QUERY_SUBSCRIPTIONS,
+    CHANGE_SUBSCRIPTION,
 )
 """Every route, for documentation and tests (the idempotency table above, as data)."""

@@ -39,7 +39,11 @@ from typing import Final
 
 __all__ = ["ENDPOINTS", "FaultKind", "FaultPlan", "FaultSequence"]
 
-ENDPOINTS: Final = ("query", "consume", "grant", "renew", "offline_license", "token")
+ENDPOINTS: Final = (
+    *("query", "consume", "grant", "renew", "offline_license", "token"),
+    "subscriptions",  # recurrences query and change (issue 9)
+    "orders",  # clawback v1 orders query (issue 9)
+)
 """Endpoint names used by rates, scripts and the emulator's counters."""
 
 

@@ -19,7 +19,7 @@ from store_async.emulator.wire import canonical_guid
 
 __all__ = ["Ledger", "LedgerEntry"]
 
-EntryKind = Literal["consume", "grant", "consume_v8"]
+EntryKind = Literal["consume", "grant", "consume_v8", "subscription_change"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Literal
 from store_async.emulator.balances import RETAIL, Balance
 from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
 from store_async.emulator.state import StoreState
+from store_async.emulator.subscriptions import Subscription
 from store_async.emulator.wire import new_guid
 
 __all__ = ["Seeding"]
@@ -151,3 +152,28 @@ class Seeding:
         """Units left of a consumable (0 when the user never had any)."""
         balance = self._state.balances.get(user_id, product_id, sandbox_id or RETAIL)
         return 0 if balance is None else balance.quantity
+
+    def add_subscription(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        sku_id: str = "0010",
+        state: str = "Active",
+        days_left: float = 30.0,
+        grace_days: float = 0.0,
+        auto_renew: bool = True,
+        is_trial: bool = False,
+    ) -> Subscription:
+        """A subscription of ``user_id`` (for purchase keys of that user) expiring in
+        ``days_left`` days (negative: already expired), with ``grace_days`` of grace."""
+        return self._state.subscriptions.add(
+            user_id,
+            product_id,
+            sku_id=sku_id,
+            state=state,
+            days_left=days_left,
+            grace_days=grace_days,
+            auto_renew=auto_renew,
+            is_trial=is_trial,
+        )

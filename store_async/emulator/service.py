@@ -45,6 +45,8 @@ _SOURCES: Final = {
     "grant": "PurchaseFD",
     "offline_license": "BusinessStoreFD",
     "token": "EntraID",
+    "subscriptions": "PurchaseFD",
+    "orders": "PurchaseFD",
 }
 _FAULT_ANSWERS: Final = {
     FaultKind.HTTP_429: (429, "RateLimitExceeded", "Rate limit of 200 operations per 300 "
@@ -103,6 +105,14 @@ class StoreService:
                 partial(v8_routes.license_query, self),
             ),
             "/v9.0/collections/publisherQuery": ("query", partial(v8_routes.publisher_query, self)),
+            "/v8.0/b2b/recurrences/query": (
+                "subscriptions",
+                partial(v8_routes.query_subscriptions, self),
+            ),
+            "/v8.0/b2b/recurrences/{recurrenceId}/change": (
+                "subscriptions",
+                partial(v8_routes.change_subscription, self),
+            ),
             "/{tenant}/oauth2/v2.0/token": ("token", self._token_v2),
             "/{tenant}/oauth2/token": ("token", self._token_v1),
         }

@@ -7,7 +7,7 @@ through the same fault injection and headers as every other route.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 
@@ -17,7 +17,13 @@ if TYPE_CHECKING:
 from store_async.emulator.licenses import license_page
 from store_async.emulator.wire import ApiError
 
-__all__ = ["consume_v8", "license_query", "publisher_query"]
+__all__ = [
+    "change_subscription",
+    "consume_v8",
+    "license_query",
+    "publisher_query",
+    "query_subscriptions",
+]
 
 
 async def consume_v8(service: StoreService, request: web.Request) -> web.StreamResponse:
@@ -53,3 +59,31 @@ async def license_query(service: StoreService, request: web.Request) -> web.Stre
 async def publisher_query(service: StoreService, request: web.Request) -> web.StreamResponse:
     """``POST /v9.0/collections/publisherQuery``."""
     return await _license_query(service, request, v9=True)
+
+
+def _purchase_user(service: StoreService, request: web.Request, body: dict[str, Any]) -> str:
+    client_id = service.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
+    key = body.get("b2bkey")
+    if not isinstance(key, str) or not key:
+        raise ApiError.invalid("b2bKey is required.", "b2bKey")
+    user_id, _ = service.user_for_key(key, "purchase", client_id)
+    return user_id
+
+
+async def query_subscriptions(service: StoreService, request: web.Request) -> web.StreamResponse:
+    """``POST /v8.0/b2b/recurrences/query``: ``{items, continuationToken?}``."""
+    body = await service.read_body(request)
+    user_id = _purchase_user(service, request, body)
+    return service.json(request, 200, service.state.subscriptions.query(user_id, body))
+
+
+async def change_subscription(service: StoreService, request: web.Request) -> web.StreamResponse:
+    """``POST /v8.0/b2b/recurrences/{id}/change``: ``{items: [item]}``, or the bare item with
+    ``wire_variants`` (both are documented)."""
+    body = await service.read_body(request)
+    user_id = _purchase_user(service, request, body)
+    subscription = service.state.subscriptions.change(
+        user_id, request.match_info["recurrenceId"], body
+    )
+    document = subscription.to_wire()
+    return service.json(request, 200, document if service.wire_variants else {"items": [document]})

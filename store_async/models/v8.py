@@ -18,6 +18,12 @@ from store_async.models.licenses import (
     LicenseQuery,
     TrialData,
 )
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
 
 __all__ = ["V8_RECORDS"]
 
@@ -31,4 +37,8 @@ V8_RECORDS: Final[tuple[type, ...]] = (
     LicensePage,
     LicenseQuery,
     EntitlementQuery,
+    Subscription,
+    SubscriptionPage,
+    SubscriptionQuery,
+    SubscriptionChange,
 )
