@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Final, TypeVar
 
@@ -51,6 +51,7 @@ from store_async.models.licenses import (
     LicensePage,
     LicenseQuery,
 )
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseOrder
 from store_async.models.subscriptions import (
     Subscription,
     SubscriptionChange,
@@ -171,6 +172,7 @@ class StoreClient:
         self._query_licenses = ops.QUERY_LICENSES.bind(endpoints)
         self._query_entitlements = ops.QUERY_ENTITLEMENTS.bind(endpoints)
         self._query_subscriptions = ops.QUERY_SUBSCRIPTIONS.bind(endpoints)
+        self._query_orders = ops.QUERY_ORDERS.bind(endpoints)
         self._query_products = ops.QUERY_PRODUCTS.bind(endpoints)
         self._grant_free_product = ops.GRANT_FREE_PRODUCT.bind(endpoints)
         self._renew = {
@@ -467,6 +469,45 @@ class StoreClient:
             )
         route = ops.CHANGE_SUBSCRIPTION.bind(self._endpoints, recurrence_id=subscription_id)
         return await self._call(route, dumps(change), None, None, timeout, attempts)
+
+    # -- orders of the last 90 days (clawback v1) --
+
+    async def query_orders(
+        self,
+        query: OrderQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> OrderPage:
+        """A user's orders of the last 90 days (``POST /v8.0/b2b/orders/query``)."""
+        if not isinstance(query, OrderQuery):
+            raise ValidationError(f"query_orders needs an OrderQuery, got {type(query).__name__}")
+        return await self._call(self._query_orders, dumps(query), None, None, timeout, attempts)
+
+    def list_orders(
+        self,
+        b2b_key: str,
+        *,
+        line_item_states: Iterable[str] | None = None,
+        sandbox_id: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[PurchaseOrder, OrderPage]:
+        """Every order of the user whose **purchase** Store ID key is ``b2b_key``, optionally
+        only those with a line in one of ``line_item_states`` (``Purchased``, ``Revoked``,
+        ``Refunded``): ``async for order in store.list_orders(key)``.
+
+        :raises ValidationError: an empty key, state list, state or sandbox id.
+        """
+        query = OrderQuery(
+            b2b_key=b2b_key, line_item_state_filter=line_item_states, sandbox_id=sandbox_id
+        )
+
+        async def fetch(token: str | None) -> OrderPage:
+            page = query.with_continuation(token)
+            return await self.query_orders(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
 
     async def grant_free_product(
         self,

@@ -21,6 +21,7 @@ query_licenses (v8)      POST    none: a read        yes                    the 
 query_entitlements (v9)  POST    none: a read        yes                    the last error
 query_subscriptions      POST    none: a read        yes                    the last error
 change_subscription      POST    none                **never**              OutcomeUnknownError
+query_orders             POST    none: a read        yes                    the last error
 =======================  ======  ==================  =====================  =================
 
 A v8 consume is deduplicated on its trackingId **and** user, product and quantity: the engine
@@ -57,6 +58,7 @@ from store_async.models import (
 )
 from store_async.models.consume import ConsumeV8Response, consume_result, consume_v8_result
 from store_async.models.licenses import EntitlementPage, LicensePage
+from store_async.models.orders import OrderPage
 from store_async.models.subscriptions import Subscription, SubscriptionPage, subscriptions_in
 from store_async.store_id_key import StoreIdKey
 
@@ -69,6 +71,7 @@ __all__ = [
     "OFFLINE_LICENSE",
     "QUERY_ENTITLEMENTS",
     "QUERY_LICENSES",
+    "QUERY_ORDERS",
     "QUERY_PRODUCTS",
     "QUERY_SUBSCRIPTIONS",
     "RENEW_COLLECTIONS_KEY",
@@ -307,6 +310,16 @@ QUERY_SUBSCRIPTIONS: Final = Route[SubscriptionPage](
     writes=False,
     parse=parse_as(SubscriptionPage),
 )
+QUERY_ORDERS: Final = Route[OrderPage](
+    name="query_orders",
+    method="POST",
+    host="purchase",
+    path="/v8.0/b2b/orders/query",
+    key_name=None,
+    repeatable=True,
+    writes=False,
+    parse=parse_as(OrderPage),
+)
 CHANGE_SUBSCRIPTION: Final = Route[Subscription](
     name="change_subscription",
     method="POST",
@@ -366,5 +379,6 @@ ROUTES: Final[tuple[Route[Any], ...]] = (
     QUERY_ENTITLEMENTS,
     QUERY_SUBSCRIPTIONS,
     CHANGE_SUBSCRIPTION,
+    QUERY_ORDERS,
 )
 """Every route, for documentation and tests (the idempotency table above, as data)."""

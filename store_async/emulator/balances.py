@@ -25,12 +25,14 @@ Codes the docs leave open (section 10: "documented nowhere"), **our guesses**:
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Literal, cast
 
 from store_async.emulator.ledger import Ledger
-from store_async.emulator.wire import ApiError, canonical_guid, new_guid
+from store_async.emulator.wire import ApiError, canonical_guid, new_guid, now, wire_time
 
 __all__ = ["RETAIL", "Balance", "Balances", "Lot"]
 
@@ -50,6 +52,12 @@ class Lot:
     line_item_id: str
     quantity: int
     left: int
+    state: str = "Purchased"
+    """``Purchased``, ``Refunded`` or ``Revoked`` (orders query, clawback v1)."""
+    purchased: datetime = field(default_factory=now)
+    refunded: datetime | None = None
+    short_order_id: str = field(default_factory=lambda: str(int.from_bytes(os.urandom(4))))
+    revoked_units: int = 0
 
 
 @dataclass(slots=True)
@@ -62,6 +70,9 @@ class Balance:
     managed: Management
     item_id: str
     lots: deque[Lot] = field(default_factory=deque)
+    """Lots with units left, oldest first."""
+    history: list[Lot] = field(default_factory=list)
+    """Every lot ever bought (for the orders query)."""
     consumed: int = 0
     """Units removed by applied consumes."""
 
@@ -119,11 +130,76 @@ class Balances:
         elif balance.managed != managed:
             raise ValueError(f"{product_id!r} is {balance.managed}-managed for this user")
         if managed == "store":
-            balance.lots.append(Lot(order_id or new_guid(), new_guid(), quantity, quantity))
+            lots = [Lot(order_id or new_guid(), new_guid(), quantity, quantity)]
         else:  # one unit per purchase, each its own order
-            for _ in range(quantity):
-                balance.lots.append(Lot(order_id or new_guid(), new_guid(), 1, 1))
+            lots = [Lot(order_id or new_guid(), new_guid(), 1, 1) for _ in range(quantity)]
+        balance.lots.extend(lots)
+        balance.history.extend(lots)
         return balance
+
+    def refund(self, user_id: str, order_id: str, state: str = "Refunded") -> list[Lot]:
+        """Mark the lots of an order ``Refunded`` or ``Revoked``; a revoke also removes the
+        units left (and flags consumed ones as revoked). Returns the lots changed."""
+        if state not in ("Refunded", "Revoked"):
+            raise ValueError("state must be 'Refunded' or 'Revoked'")
+        changed = []
+        for (user, _, _), balance in self._balances.items():
+            if user != user_id:
+                continue
+            for lot in balance.history:
+                if lot.order_id == order_id:
+                    lot.state, lot.refunded = state, now()
+                    if state == "Revoked":
+                        lot.revoked_units, lot.left = lot.left, 0
+                    changed.append(lot)
+            balance.lots = deque(lot for lot in balance.lots if lot.left)
+        if not changed:
+            raise ValueError(f"user {user_id!r} has no order {order_id!r}")
+        return changed
+
+    def orders(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The orders query (clawback v1) over every lot of the user in one sandbox."""
+        states = body.get("lineitemstatefilter")
+        if states is not None and (
+            not isinstance(states, list) or not all(isinstance(s, str) for s in states)
+        ):
+            raise ApiError.invalid(
+                "lineItemStateFilter must be a list of states.", "lineItemStateFilter"
+            )
+        sandbox = body.get("sbx", body.get("sandbox")) or RETAIL
+        orders: dict[str, dict[str, Any]] = {}
+        for balance in self.of_user(user_id, sandbox):
+            for lot in balance.history:
+                order = orders.setdefault(
+                    lot.order_id,
+                    {
+                        "orderId": lot.order_id,
+                        "shortOrderId": lot.short_order_id,
+                        "orderPurchasedDate": wire_time(lot.purchased),
+                        "orderLineItems": [],
+                    },
+                )
+                if lot.refunded is not None:
+                    order["orderRefundedDate"] = wire_time(lot.refunded)
+                order["orderLineItems"].append(
+                    {
+                        "lineItemId": lot.line_item_id,
+                        "lineItemState": lot.state,
+                        "productId": balance.product_id,
+                        "quantity": lot.quantity,
+                        "skuId": "0010",
+                        "wasConsumableQuantityRevoked": lot.revoked_units > 0
+                        or (lot.state == "Revoked" and lot.left < lot.quantity),
+                    }
+                )
+        wanted = set(states) if states else None
+        items = [
+            order
+            for order in orders.values()
+            if wanted is None
+            or any(line["lineItemState"] in wanted for line in order["orderLineItems"])
+        ]
+        return {"items": items}
 
     def get(self, user_id: str, product_id: str, sandbox_id: str = RETAIL) -> Balance | None:
         return self._balances.get((user_id, sandbox_id, product_id))

@@ -177,3 +177,8 @@ class Seeding:
             auto_renew=auto_renew,
             is_trial=is_trial,
         )
+
+    def refund_order(self, user_id: str, order_id: str, *, state: str = "Refunded") -> None:
+        """Mark a consumable order ``Refunded`` or ``Revoked`` (a revoke removes the units
+        left), as the orders query (clawback v1) then reports it."""
+        self._state.balances.refund(user_id, order_id, state)

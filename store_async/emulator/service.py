@@ -105,6 +105,7 @@ class StoreService:
                 partial(v8_routes.license_query, self),
             ),
             "/v9.0/collections/publisherQuery": ("query", partial(v8_routes.publisher_query, self)),
+            "/v8.0/b2b/orders/query": ("orders", partial(v8_routes.query_orders, self)),
             "/v8.0/b2b/recurrences/query": (
                 "subscriptions",
                 partial(v8_routes.query_subscriptions, self),

@@ -22,6 +22,7 @@ __all__ = [
     "consume_v8",
     "license_query",
     "publisher_query",
+    "query_orders",
     "query_subscriptions",
 ]
 
@@ -87,3 +88,10 @@ async def change_subscription(service: StoreService, request: web.Request) -> we
     )
     document = subscription.to_wire()
     return service.json(request, 200, document if service.wire_variants else {"items": [document]})
+
+
+async def query_orders(service: StoreService, request: web.Request) -> web.StreamResponse:
+    """``POST /v8.0/b2b/orders/query`` (clawback v1): ``{items: [order...]}``."""
+    body = await service.read_body(request)
+    user_id = _purchase_user(service, request, body)
+    return service.json(request, 200, service.state.balances.orders(user_id, body))

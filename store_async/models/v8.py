@@ -18,6 +18,7 @@ from store_async.models.licenses import (
     LicenseQuery,
     TrialData,
 )
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
 from store_async.models.subscriptions import (
     Subscription,
     SubscriptionChange,
@@ -41,4 +42,8 @@ V8_RECORDS: Final[tuple[type, ...]] = (
     SubscriptionPage,
     SubscriptionQuery,
     SubscriptionChange,
+    PurchaseLineItem,
+    PurchaseOrder,
+    OrderPage,
+    OrderQuery,
 )
