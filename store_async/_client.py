@@ -175,6 +175,7 @@ class StoreClient:
         self._query_orders = ops.QUERY_ORDERS.bind(endpoints)
         self._query_products = ops.QUERY_PRODUCTS.bind(endpoints)
         self._grant_free_product = ops.GRANT_FREE_PRODUCT.bind(endpoints)
+        self._grant_free_product_v7 = ops.GRANT_FREE_PRODUCT_V7.bind(endpoints)
         self._renew = {
             StoreIdKeyKind.COLLECTIONS: ops.RENEW_COLLECTIONS_KEY.bind(endpoints),
             StoreIdKeyKind.PURCHASE: ops.RENEW_PURCHASE_KEY.bind(endpoints),
@@ -517,15 +518,17 @@ class StoreClient:
         attempts: int | None = None,
         deadline: float | None = None,
     ) -> Order:
-        """Grant a free product (``POST /v6.0/purchases/grant``); keyed by ``order_id``."""
+        """Grant a free product (``POST /v6.0/purchases/grant``; with a ``sandbox_id``,
+        ``POST /v7.0/purchases/grant`` with ``sbx``); keyed by ``order_id``."""
         if not isinstance(request, GrantRequest):
             raise ValidationError(
                 f"grant_free_product needs a GrantRequest, got {type(request).__name__}"
             )
         timeout = _timeout(timeout, deadline, "grant_free_product")
-        return await self._call(
-            self._grant_free_product, dumps(request), request.order_id, None, timeout, attempts
+        route = (
+            self._grant_free_product if request.sandbox_id is None else self._grant_free_product_v7
         )
+        return await self._call(route, dumps(request), request.order_id, None, timeout, attempts)
 
     async def get_offline_license(
         self,

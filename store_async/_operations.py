@@ -22,6 +22,7 @@ query_entitlements (v9)  POST    none: a read        yes                    the 
 query_subscriptions      POST    none: a read        yes                    the last error
 change_subscription      POST    none                **never**              OutcomeUnknownError
 query_orders             POST    none: a read        yes                    the last error
+grant (v7, sandbox)      POST    ``orderId``         yes (same body)        OutcomeUnknownError
 =======================  ======  ==================  =====================  =================
 
 A v8 consume is deduplicated on its trackingId **and** user, product and quantity: the engine
@@ -68,6 +69,7 @@ __all__ = [
     "CONSUME_BY_TRANSACTION",
     "CONSUME_V8",
     "GRANT_FREE_PRODUCT",
+    "GRANT_FREE_PRODUCT_V7",
     "OFFLINE_LICENSE",
     "QUERY_ENTITLEMENTS",
     "QUERY_LICENSES",
@@ -168,7 +170,9 @@ class BoundRoute(Generic[T]):
 def _path_part(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{name} must be a non-empty string, got {value!r}")
-    return quote(value, safe="")
+    # ":" is a plain path character (RFC 3986 pchar): subscription ids (mdr:0:...) go as the
+    # documented example sends them; "/", "?", "#" and the rest are percent-encoded.
+    return quote(value, safe=":")
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -310,6 +314,8 @@ QUERY_SUBSCRIPTIONS: Final = Route[SubscriptionPage](
     writes=False,
     parse=parse_as(SubscriptionPage),
 )
+GRANT_FREE_PRODUCT_V7: Final = attrs.evolve(GRANT_FREE_PRODUCT, path="/v7.0/purchases/grant")
+"""The grant with a sandbox (``sbx``); the v6 grant stays the default without one."""
 QUERY_ORDERS: Final = Route[OrderPage](
     name="query_orders",
     method="POST",
@@ -380,5 +386,6 @@ ROUTES: Final[tuple[Route[Any], ...]] = (
     QUERY_SUBSCRIPTIONS,
     CHANGE_SUBSCRIPTION,
     QUERY_ORDERS,
+    GRANT_FREE_PRODUCT_V7,
 )
 """Every route, for documentation and tests (the idempotency table above, as data)."""

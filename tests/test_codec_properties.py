@@ -56,6 +56,13 @@ from store_async.models.licenses import (
     LicenseQuery,
     TrialData,
 )
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
 
 RESPONSE_RECORDS = (
     QueryResult,
@@ -76,6 +83,11 @@ RESPONSE_RECORDS = (
     LicenseItem,
     EntitlementPage,
     LicensePage,
+    Subscription,
+    SubscriptionPage,
+    PurchaseLineItem,
+    PurchaseOrder,
+    OrderPage,
 )
 FUZZ_EXAMPLES = 1_500
 FUZZ = settings(
@@ -116,6 +128,9 @@ VALIDATING = (
     KeyRenewalRequest,
     LicenseQuery,
     EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
 )
 # Queries need at least one beneficiary, product type or product/SKU pair.
 AT_LEAST_ONE = (QueryRequest, LicenseQuery, EntitlementQuery)
@@ -133,6 +148,8 @@ OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (LicenseItem, "beneficiary"): json_scalars,
     (LicenseItem, "recurrence_data"): json_scalars,
     (EntitlementItem, "beneficiary"): json_scalars,
+    (OrderQuery, "line_item_state_filter"): st.none()
+    | st.lists(non_blank, min_size=1, max_size=3).map(tuple),
     (GrantRequest, "order_id"): guids,
     (GrantRequest, "quantity"): st.just(1),
     # Opaque JSON the service may send; scalars only, so that re-casing keys cannot change it.
@@ -185,6 +202,22 @@ def records(cls: type) -> st.SearchStrategy[Any]:
                 sandbox_id=st.none() | non_blank,
             ),
         )
+    if cls is SubscriptionChange:
+        return st.one_of(
+            st.builds(
+                SubscriptionChange,
+                b2b_key=non_blank,
+                change_type=st.just("Extend"),
+                extension_time_in_days=st.integers(-36_500, 36_500),
+                sandbox_id=st.none() | non_blank,
+            ),
+            st.builds(
+                SubscriptionChange,
+                b2b_key=non_blank,
+                change_type=st.sampled_from(["Cancel", "Refund", "ToggleAutoRenew"]),
+                sandbox_id=st.none() | non_blank,
+            ),
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: _strategy(hints[f.name], cls, f.name) for f in attrs.fields(cls)}
     return st.builds(cls, **fields)
@@ -200,6 +233,9 @@ ALL_RECORDS = (
     KeyRenewalRequest,
     LicenseQuery,
     EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
     *RESPONSE_RECORDS,
 )
 
@@ -219,6 +255,9 @@ REQUESTS = (
     KeyRenewalRequest,
     LicenseQuery,
     EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
 )
 CASINGS = (str.lower, str.upper, str.title, str, str.swapcase)
 

@@ -100,6 +100,7 @@ class StoreService:
                 self._offline_license,
             ),
             "/v8.0/collections/consume": ("consume", partial(v8_routes.consume_v8, self)),
+            "/v7.0/purchases/grant": ("grant", self._grant),  # v6 + sbx
             "/v8.0/collections/b2bLicensePreview": (
                 "query",
                 partial(v8_routes.license_query, self),
