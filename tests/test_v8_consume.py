@@ -1,5 +1,5 @@
 """v8 consume (``POST /v8.0/collections/consume``): the record, its wire body, the emulator's
-balances, and exactly-once under faults through the real client (STORE_API.md sections 9, 10).
+balances, and exactly-once under faults through the real client (docs/store-api.md sections 9, 10).
 """
 
 from __future__ import annotations

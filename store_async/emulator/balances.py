@@ -1,4 +1,6 @@
-"""Consumable balances and the v8 consume (``POST /v8.0/collections/consume``; STORE_API.md 9, 10).
+"""Consumable balances and the v8 consume (``POST /v8.0/collections/consume``).
+
+Wire facts: docs/store-api.md sections 9 and 10.
 
 Two kinds of consumable, as on the GDK pages:
 

@@ -1,4 +1,4 @@
-"""The v8 ``b2bLicensePreview`` and v9 ``publisherQuery`` answers (STORE_API.md sections 9, 10).
+"""The v8 ``b2bLicensePreview`` and v9 ``publisherQuery`` answers (docs/store-api.md 9, 10).
 
 Entries are the user's owned items (RETAIL) and consumable balances (per sandbox; ``quantity``
 is the balance left), in a stable order. Pages are cut by an offset carried in a continuation

@@ -1,4 +1,4 @@
-"""The emulator's handlers for the newer Store surface (STORE_API.md sections 9 and 10).
+"""The emulator's handlers for the newer Store surface (docs/store-api.md sections 9 and 10).
 
 Each handler takes the :class:`~store_async.emulator.service.StoreService` (for its bearer, key
 and body checks) and the request; :meth:`StoreService.application` registers them, so they run

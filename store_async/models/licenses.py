@@ -1,4 +1,4 @@
-"""The newer collections queries (STORE_API.md sections 9 and 10):
+"""The newer collections queries (docs/store-api.md sections 9 and 10):
 
 - v8 ``POST /v8.0/collections/b2bLicensePreview``: :class:`LicenseQuery` -> :class:`LicensePage`
   of :class:`LicenseItem`;

@@ -1,4 +1,4 @@
-"""The records of the newer Store surface (GDK pages; STORE_API.md sections 9 and 10), in one list.
+"""The records of the newer Store surface (GDK pages; docs/store-api.md 9, 10), in one list.
 
 :data:`V8_RECORDS` is what the codec registers for them, innermost first, until the codec finds
 every record of :mod:`store_async.models` by itself.
