@@ -15,6 +15,7 @@ import pytest
 from store_async import StoreClient, codec
 from store_async.emulator import FaultKind, FaultPlan, StoreEmulator
 from store_async.errors import (
+    AuthenticationError,
     ConflictError,
     InvalidRequestError,
     NotFoundError,
@@ -262,6 +263,21 @@ async def test_developer_managed_replays_return_no_order_ids() -> None:
             # The quantity is ignored for developer-managed consumables: still a replay.
             assert (await store.consume(attrs.evolve(request, remove_quantity=5))).new_quantity == 0
             assert emu.ledger.applied(request.tracking_id) == 1
+
+
+async def test_developer_managed_in_a_development_sandbox_needs_xsts() -> None:
+    async with StoreEmulator() as emu:
+        emu.add_balance("user-1", "9NPOTION", 1, managed="developer", sandbox_id="XDKS.1")
+        async with StoreClient(emu.credential(), endpoints=emu.endpoints) as store:
+            request = ConsumeRequest.for_quantity(USER, "9NPOTION", 1, sandbox_id="XDKS.1")
+            with pytest.raises(AuthenticationError) as refused:
+                await store.consume(request)
+        assert (refused.value.inner_code, refused.value.token_rejected) == (
+            "XstsTokenRequired",
+            False,
+        )
+        assert emu.stats.requests["consume"] == 1  # final: neither retried nor re-authenticated
+        assert emu.balance_of("user-1", "9NPOTION", sandbox_id="XDKS.1") == 1
 
 
 async def test_sandboxes_keep_their_own_balances() -> None:

@@ -22,6 +22,9 @@ Codes the docs leave open (section 10: "documented nowhere"), **our guesses**:
 - not enough units left: **409** ``InsufficientQuantity`` (the request is well formed; it is the
   balance that refuses it);
 - no balance or no unfulfilled purchase of the product: **404** ``ProductNotOwned``;
+- a developer-managed consume in a development sandbox (not RETAIL) needs XSTS auth, which an
+  Entra token is not (documented); the answer is undocumented: **401** ``XstsTokenRequired``
+  (an inner code that does not make the client drop its access token);
 - a malformed field: 400 ``InvalidParameter`` naming it.
 """
 
@@ -223,6 +226,12 @@ class Balances:
             balance = self.add(user_id, product_id, _AUTO_BALANCE, sandbox_id=sandbox_id)
         if balance is None:
             raise ApiError(404, "ProductNotOwned", "The user owns no such consumable.")
+        if balance.managed == "developer" and sandbox_id != RETAIL:
+            raise ApiError(
+                401,
+                "XstsTokenRequired",
+                "Developer-managed consumables in a development sandbox need XSTS authentication.",
+            )
         # Developer-managed consumables ignore the quantity: it is not part of their identity.
         dedup_quantity = quantity if balance.managed == "store" else 1
         fingerprint = (user_id, tracking_id, product_id, dedup_quantity)
