@@ -131,8 +131,9 @@ def test_the_body_carries_the_optional_fields_only_when_set() -> None:
     }
 
 
-# The documented answer shapes (section 10): store-managed with order ids, an old example with
-# "$type" inside orderTransactions, a developer-managed replay (no order ids), casing drift.
+# The documented answer shapes (docs/store-api.md 9, 10: the fields and quirks it records; the GDK
+# pages' literal bodies are not in this repository): store-managed with order ids, an old example
+# with "$type" inside orderTransactions, a developer-managed replay (no order ids), casing drift.
 STORE_MANAGED = b"""{
   "newQuantity": 7,
   "itemId": "4b8fbb13127a41f299270ea668681c1d",

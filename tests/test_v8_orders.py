@@ -15,8 +15,9 @@ from store_async.errors import ValidationError
 from store_async.models import ConsumeRequest, UserIdentity
 from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
 
-# The shape of the GDK page's example (docs/store-api.md sections 9, 10): a shortOrderId in
-# digits, dates the service would never send (a 13th month, a 31st of April), casing drift.
+# The shape of the GDK page's example as docs/store-api.md sections 9 and 10 record it (its
+# literal body is not in this repository): a shortOrderId in digits, invalid dates (a 13th
+# month, a 31st of April), casing drift.
 ANSWER = b"""{
   "items": [
     {

@@ -27,6 +27,8 @@ USER = UserIdentity(identity_value="eyJ0eXAi\u2026", local_ticket_reference="ref
 SKU = ProductSkuId(product_id="9NBLGGH42CFD", sku_id="0010")
 
 # -- the documented request shapes ----------------------------------------------------------
+# Built from docs/store-api.md sections 9 and 10 (every field and quirk it records for these
+# pages; the GDK pages' literal example bodies are not in this repository).
 
 LICENSE_REQUEST = b"""{
   "beneficiaries": [{"identityType": "b2b", "identityValue": "eyJ0eXAi\xe2\x80\xa6",
