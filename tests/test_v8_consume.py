@@ -8,6 +8,7 @@ import asyncio
 import random
 import uuid
 
+import aiohttp
 import attrs
 import orjson
 import pytest
@@ -382,3 +383,32 @@ async def test_2000_v8_consumes_at_25_percent_faults_apply_each_tracking_id_once
         assert by_kind[FaultKind.DROP_AFTER_COMMIT] > 30
         assert by_kind[FaultKind.HTTP_500] > 30
         assert rounds > 1  # some outcomes were unknown and were settled by resubmission
+
+
+async def test_the_emulator_reads_the_older_sandbox_spelling() -> None:
+    # Some documented examples still send "sandbox" instead of "sbx" (docs/store-api.md 10).
+    async with StoreEmulator() as emu, aiohttp.ClientSession() as session:
+        emu.add_balance("user-1", "9NCOINS", 5, sandbox_id="XDKS.1")
+        body = {
+            "beneficiary": {
+                "identityType": "b2b",
+                "identityValue": "user-1",
+                "localTicketReference": "r",
+            },
+            "productId": "9NCOINS",
+            "trackingId": TRACKING,
+            "removeQuantity": 2,
+            "sandbox": "XDKS.1",
+        }
+        headers = {"Authorization": f"Bearer {emu.dev_token}"}
+        async with session.post(
+            f"{emu.url}/v8.0/collections/consume", json=body, headers=headers
+        ) as response:
+            assert response.status == 200
+            answer = await response.json()
+        assert (answer["newQuantity"], answer["trackingId"], "orderTransactions" in answer) == (
+            3,
+            TRACKING,
+            False,
+        )
+        assert emu.balance_of("user-1", "9NCOINS", sandbox_id="XDKS.1") == 3

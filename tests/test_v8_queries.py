@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import orjson
 import pytest
 
-from store_async import StoreClient, codec
+from store_async import (
+    MockRequest,
+    MockResponse,
+    MockTransport,
+    StaticTokenCredential,
+    StoreClient,
+    codec,
+)
 from store_async.emulator import FaultKind, FaultPlan, StoreEmulator
-from store_async.errors import ServiceUnavailableError, ValidationError
+from store_async.errors import ResponseFormatError, ServiceUnavailableError, ValidationError
 from store_async.models import ProductSkuId, UserIdentity
 from store_async.models.licenses import (
     EntitlementItem,
@@ -319,3 +327,49 @@ async def test_balances_and_sandboxes_in_the_license_query() -> None:
             )
             assert [(i.product_id, i.quantity) for i in sandboxed.items] == [("9NCOINS", 7)]
             assert all(item.local_ticket_reference == "ref-1" for item in retail.items)
+
+
+async def test_a_repeated_token_ends_the_pager() -> None:
+    def answer(_request: MockRequest) -> MockResponse:
+        return MockResponse(200, json={"items": [{"productId": "p"}], "continuationToken": "{}"})
+
+    query = EntitlementQuery(beneficiaries=[USER], product_sku_ids=[SKU])
+    async with StoreClient(StaticTokenCredential("t"), transport=MockTransport(answer)) as store:
+        seen: list[str] = []
+
+        async def read_all() -> None:
+            async for item in store.list_entitlements(query):
+                seen.append(item.product_id)
+
+        with pytest.raises(ResponseFormatError, match="repeated a continuation token"):
+            await read_all()
+    assert seen == ["p", "p"]  # the first page, and the one that repeated its token
+
+
+async def test_the_emulator_enforces_the_documented_limits() -> None:
+    user = {"identityType": "b2b", "identityValue": "user-1", "localTicketReference": "r"}
+    skus = [{"productId": f"P{n}", "skuId": "0010"} for n in range(101)]
+    async with StoreEmulator() as emu, aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {emu.dev_token}"}
+
+        async def status(path: str, body: dict[str, object]) -> tuple[int, list[str]]:
+            async with session.post(emu.url + path, json=body, headers=headers) as response:
+                document = await response.json()
+            return response.status, [d["target"] for d in document.get("details", [])]
+
+        v8, v9 = "/v8.0/collections/b2bLicensePreview", "/v9.0/collections/publisherQuery"
+        one = skus[:1]
+        assert await status(v9, {"beneficiaries": [user], "productSkuIds": skus}) == (
+            400,
+            ["productSkuIds"],
+        )
+        assert await status(v8, {"beneficiaries": [user]}) == (400, ["productSkuIds"])
+        assert await status(
+            v8, {"beneficiaries": [user], "productSkuIds": one, "maxPageSize": 101}
+        ) == (400, ["maxPageSize"])
+        assert await status(
+            v9, {"beneficiaries": [user], "productSkuIds": one, "maxPageSize": 200}
+        ) == (200, [])
+        assert await status(
+            v9, {"beneficiaries": [user], "productSkuIds": one, "continuationToken": "nope"}
+        ) == (400, ["continuationToken"])
