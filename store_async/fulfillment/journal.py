@@ -4,8 +4,8 @@ A journal is what makes *exactly once* survive a crash. It records, per caller k
 and its idempotency key (the ``trackingId`` of a consume by item or of a v8 consume, the
 ``transactionId`` of a consume by transaction) **before** the request is first sent, so that
 whatever happens next (a timeout, a ``kill -9``, a power cut with a ``synchronous=FULL``
-journal) a later run resends
-the *same* request under the *same* idempotency key, and the Store deduplicates it.
+journal) a later run resends the *same* request under the *same* idempotency key, and the Store
+deduplicates it.
 
 The rules every journal implements:
 
