@@ -261,7 +261,8 @@ class Call(Generic[T]):
         resend = (
             f"resend with the same {key_name} to settle it"
             if key_name
-            else "it has no idempotency key: check its state before sending it again"
+            else self.route.route.unsettled_hint
+            or "it has no idempotency key: check its state before sending it again"
         )
         attempts = "attempt" if self.count == 1 else "attempts"
         return OutcomeUnknownError(

@@ -51,12 +51,14 @@ from store_async.models import (
     OfflineLicense,
     Order,
     OrderLineItem,
+    OrderTransaction,
     ProductKey,
     ProductSkuId,
     QueryRequest,
     QueryResult,
     UserIdentity,
 )
+from store_async.models.v8 import V8_RECORDS
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
 
@@ -69,6 +71,7 @@ RECORDS: Final[tuple[type, ...]] = (
     QueryRequest,
     CollectionItem,
     QueryResult,
+    OrderTransaction,  # inside ConsumeResult: before it
     ConsumeRequest,
     ConsumeResult,
     GrantRequest,
@@ -81,6 +84,7 @@ RECORDS: Final[tuple[type, ...]] = (
     KeyRenewalResponse,
     InnerError,
     ServiceError,
+    *V8_RECORDS,
 )
 """Every record the converter knows, innermost first."""
 
@@ -89,6 +93,7 @@ _RENAMES: Final = {
     "is_pi_required": "isPIRequired",
     "total_charged_to_csv_top_off_pi": "totalChargedToCsvTopOffPI",
     "inner_error": "innererror",
+    "sandbox_id": "sbx",
 }
 # The generators take per-attribute overrides as **kwargs next to their own flags, which mypy
 # cannot type; they are called through these untyped names.
@@ -305,6 +310,7 @@ def _make_unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
         # Absent means omitted, never null. GrantRequest.quantity can only be 1 (the default)
         # and the documented body leaves it out.
         omit = field.default is None or (cls is GrantRequest and field.name == "quantity")
+        omit = omit or field.default is False  # a flag sent only when set (includeOrderIds)
         overrides[field.name] = override(rename=wire_name(field.name), omit_if_default=omit)
     hook: Callable[[Any], dict[str, Any]] = _unstructure_fn(cls, converter, **overrides)
     return hook
@@ -321,7 +327,15 @@ def _user_identity(identity: UserIdentity) -> dict[str, str]:
 def _consume_request(request: ConsumeRequest) -> dict[str, Any]:
     # Hand-written: this runs once per consume call and is ~5x faster than the generic hook.
     body: dict[str, Any] = {"beneficiary": _user_identity(request.beneficiary)}
-    if request.tracking_id is not None:
+    if request.remove_quantity is not None:  # v8: deduplicated on all four of these values
+        body["productId"] = request.product_id
+        body["trackingId"] = request.tracking_id
+        body["removeQuantity"] = request.remove_quantity
+        if request.include_order_ids:
+            body["includeOrderIds"] = True
+        if request.sandbox_id is not None:
+            body["sbx"] = request.sandbox_id
+    elif request.tracking_id is not None:
         body["itemId"] = request.item_id
         body["trackingId"] = request.tracking_id
     else:

@@ -341,6 +341,12 @@ def test_the_operation_table() -> None:
     assert table == {
         ("consume", "trackingId"): (True, True),
         ("consume", "transactionId"): (True, True),
+        ("consume_v8", "trackingId"): (True, True),
+        ("query_licenses", None): (True, False),
+        ("query_entitlements", None): (True, False),
+        ("query_subscriptions", None): (True, False),
+        ("change_subscription", None): (False, True),
+        ("query_orders", None): (True, False),
         ("grant_free_product", "orderId"): (True, True),
         ("query_products", None): (True, False),
         ("get_offline_license", None): (True, False),

@@ -12,12 +12,18 @@ from store_async import codec
 from store_async.errors import ResponseFormatError, ValidationError
 from store_async.models import (
     ConsumeRequest,
+    EntitlementQuery,
     GrantRequest,
     KeyRenewalRequest,
     KeyRenewalResponse,
+    LicenseQuery,
     OfflineLicense,
+    OrderQuery,
     ProductKey,
+    ProductSkuId,
     QueryRequest,
+    SubscriptionChange,
+    SubscriptionQuery,
     UserIdentity,
 )
 
@@ -35,6 +41,9 @@ SECRET_FIELDS = {
     GrantRequest: {"b2b_key"},
     KeyRenewalRequest: {"service_ticket", "key"},
     KeyRenewalResponse: {"key"},
+    SubscriptionQuery: {"b2b_key"},
+    SubscriptionChange: {"b2b_key"},
+    OrderQuery: {"b2b_key"},
 }
 
 USER = UserIdentity(identity_value=COLLECTIONS_KEY, local_ticket_reference="user-42")
@@ -53,6 +62,12 @@ RECORDS_WITH_SECRETS: list[Any] = [
     ),
     KeyRenewalRequest(service_ticket=SERVICE_TICKET, key=COLLECTIONS_KEY),
     KeyRenewalResponse(key=RENEWED_KEY),
+    ConsumeRequest.for_quantity(USER, "9NCOINS00001", 3, sandbox_id="XDKS.1"),
+    SubscriptionQuery(b2b_key=PURCHASE_KEY),
+    SubscriptionChange(b2b_key=PURCHASE_KEY, change_type="Extend", extension_time_in_days=5),
+    OrderQuery(b2b_key=PURCHASE_KEY, line_item_state_filter=["Refunded"]),
+    LicenseQuery(beneficiaries=[USER], product_sku_ids=[ProductSkuId(product_id="p", sku_id="s")]),
+    EntitlementQuery(beneficiaries=[USER], product_sku_ids=[ProductSkuId(product_id="p")]),
 ]
 
 

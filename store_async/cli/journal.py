@@ -34,8 +34,8 @@ def _states(text: str) -> tuple[RowState, ...]:
         states = tuple(RowState(name) for name in names)
     except ValueError:
         states = ()
-    if not states or RowState.DONE in states:
-        raise argparse.ArgumentTypeError("give pending, failed or pending,failed")
+    if not states:
+        raise argparse.ArgumentTypeError("give pending, failed, done or a list: pending,failed")
     return states
 
 
@@ -45,8 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export",
         type=_states,
-        metavar="pending|failed|pending,failed",
-        help="write these rows as JSON Lines in the fulfill input format (with Store ID keys)",
+        metavar="pending|failed|done|pending,failed",
+        help="write these rows as JSON Lines in the fulfill input format (with Store ID keys); "
+        "done v8 rows carry their newQuantity and orderTransactions",
     )
     parser.add_argument("--output", metavar="FILE", help="export to FILE (mode 0600)")
     parser.add_argument(
@@ -109,7 +110,28 @@ def to_input_line(row: JournalRow) -> dict[str, Any]:
     if request.beneficiary.identity_type != "b2b":
         beneficiary["identityType"] = request.beneficiary.identity_type
     line: dict[str, Any] = {"key": row.key, "beneficiary": beneficiary}
-    if request.item_id is not None:
+    if request.remove_quantity is not None:
+        line.update(
+            productId=request.product_id,
+            quantity=request.remove_quantity,
+            trackingId=request.tracking_id,
+        )
+        if request.sandbox_id is not None:
+            line["sandboxId"] = request.sandbox_id
+        if not request.include_order_ids:
+            line["includeOrderIds"] = False
+        if row.state is RowState.DONE:  # what the Store answered (ignored on input)
+            if row.new_quantity is not None:
+                line["newQuantity"] = row.new_quantity
+            line["orderTransactions"] = [
+                {
+                    "orderId": transaction.order_id,
+                    "orderLineItemId": transaction.order_line_item_id,
+                    "quantityConsumed": transaction.quantity_consumed,
+                }
+                for transaction in row.order_transactions
+            ]
+    elif request.item_id is not None:
         line.update(itemId=request.item_id, trackingId=request.tracking_id)
     else:
         line.update(productId=request.product_id, transactionId=request.transaction_id)

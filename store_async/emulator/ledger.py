@@ -19,7 +19,7 @@ from store_async.emulator.wire import canonical_guid
 
 __all__ = ["Ledger", "LedgerEntry"]
 
-EntryKind = Literal["consume", "grant"]
+EntryKind = Literal["consume", "grant", "consume_v8", "subscription_change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,11 @@ class LedgerEntry:
 
     kind: EntryKind
     key: str
-    """The idempotency key: ``trackingId``, ``transactionId`` or ``orderId``."""
+    """The idempotency key: ``trackingId`` (v6 and v8 consume), ``transactionId`` or
+    ``orderId``."""
     user_id: str
     subject: str
-    """The consumed ``itemId``, or the granted ``productId/skuId``."""
+    """The consumed ``itemId``, the granted ``productId/skuId``, or ``productId xN`` (v8)."""
 
 
 class Ledger:

@@ -28,6 +28,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
+from store_async.emulator import v8_routes
 from store_async.emulator.faults import FaultKind, FaultSequence, RawAnswer, register_endpoint
 from store_async.emulator.hanging import HangingRequests
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
@@ -389,6 +390,13 @@ class StoreService:
             bad.append(f"{field}.localTicketReference")
         raise ApiError.invalid(f"Invalid {field}.", *bad)
 
+    # The helpers the handler modules (v8_routes) use, under public names.
+    read_body = _body
+    beneficiary = _beneficiary
+    user_for_key = _user_for_key
+    json = _json
+    headers = _headers
+
     # -- routes --------------------------------------------------------------------------
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
@@ -483,6 +491,27 @@ ROUTES: Final[list[Route]] = [
         "offline_license",
         StoreService._offline_license,
         "BusinessStoreFD",
+    ),
+    # v8/v9 surface (issue 9)
+    Route(
+        "/v8.0/collections/consume",
+        "consume",
+        v8_routes.consume_v8,
+        "CollectionsFD",
+        key_fields=("trackingid",),
+    ),
+    Route("/v7.0/purchases/grant", "grant", StoreService._grant, "PurchaseFD", ("orderid",)),
+    Route("/v8.0/collections/b2bLicensePreview", "query", v8_routes.license_query, "CollectionsFD"),
+    Route("/v9.0/collections/publisherQuery", "query", v8_routes.publisher_query, "CollectionsFD"),
+    Route("/v8.0/b2b/orders/query", "orders", v8_routes.query_orders, "PurchaseFD"),
+    Route(
+        "/v8.0/b2b/recurrences/query", "subscriptions", v8_routes.query_subscriptions, "PurchaseFD"
+    ),
+    Route(
+        "/v8.0/b2b/recurrences/{recurrenceId}/change",
+        "subscriptions",
+        v8_routes.change_subscription,
+        "PurchaseFD",
     ),
     Route("/{tenant}/oauth2/v2.0/token", "token", StoreService._token_v2, "EntraID", store=False),
     Route("/{tenant}/oauth2/token", "token", StoreService._token_v1, "EntraID", store=False),

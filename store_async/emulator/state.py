@@ -33,6 +33,7 @@ from typing import Any, Final, TypedDict, Unpack
 
 import orjson
 
+from store_async.emulator.balances import Balances
 from store_async.emulator.items import (
     PRODUCT_TYPES,
     BusinessProduct,
@@ -43,6 +44,7 @@ from store_async.emulator.items import (
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.orders import order_document
 from store_async.emulator.query import QueryFilters, continuation_token, read_continuation_token
+from store_async.emulator.subscriptions import Subscriptions
 from store_async.emulator.wire import ApiError, canonical_guid, new_guid, now
 
 __all__ = ["MAX_PAGE_SIZE", "ItemOptions", "StoreState"]
@@ -89,6 +91,10 @@ class StoreState:
         self.catalog: dict[tuple[str, str], CatalogProduct] = {}
         self.business: dict[tuple[str, str], BusinessProduct] = {}
         self._orders: dict[tuple[str, str], tuple[tuple[str, str, str], dict[str, Any]]] = {}
+        self.balances = Balances(ledger, auto_create=auto_create)
+        """Consumable balances and the v8 consume (issue 9)."""
+        self.subscriptions = Subscriptions(ledger)
+        """Subscriptions (recurrences) and their changes (issue 9)."""
 
     # -- items ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import time
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from store_async.errors import StoreError
 from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment
@@ -25,13 +26,14 @@ __all__ = ["DONE", "FAILED", "UNKNOWN", "JournalStore", "done_row", "error_row"]
 
 _INSERT: Final = """
     INSERT OR IGNORE INTO fulfillments (key, idempotency_key, caller_chosen, item_id, product_id,
-        beneficiary_id, run_id, line, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        beneficiary_id, run_id, line, created_at, updated_at, remove_quantity, include_order_ids,
+        sandbox_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SELECT_BY_KEY: Final = """
     SELECT f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.local_ticket_reference,
         f.state, f.run_id, f.line, f.error_type, f.error_status, f.error_code, f.error_inner_code,
-        f.error_message, f.beneficiary_id, b.identity_value
+        f.error_message, f.beneficiary_id, b.identity_value, f.remove_quantity, f.sandbox_id
     FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
     WHERE f.key = ?
 """
@@ -42,8 +44,13 @@ _RESEND: Final = """
 DONE: Final = """
     UPDATE fulfillments SET state = 'done', attempts = attempts + ?, correlation_id = ?,
         request_id = ?, cv = ?, error_type = NULL, error_status = NULL, error_code = NULL,
-        error_inner_code = NULL, error_message = NULL, updated_at = ? WHERE key = ?
+        error_inner_code = NULL, error_message = NULL, updated_at = ?,
+        new_quantity = coalesce(?, new_quantity),
+        order_transactions = coalesce(order_transactions, ?)
+    WHERE key = ?
 """
+"""A v8 answer's order ids are kept from the first answer that had any: a replay of a
+developer-managed consume returns none."""
 _ERROR_COLUMNS: Final = """attempts = attempts + ?, correlation_id = ?, request_id = ?, cv = ?,
         error_type = ?, error_status = ?, error_code = ?, error_inner_code = ?,
         error_message = ?, updated_at = ?"""
@@ -56,7 +63,24 @@ _BENEFICIARY_CACHE: Final = 4096
 
 def done_row(key: str, result: ConsumeResult) -> tuple[Any, ...]:
     """Parameters of :data:`DONE`."""
-    return (result.attempts, result.correlation_id, result.request_id, result.cv, time.time(), key)
+    transactions = result.order_transactions
+    orders = (
+        orjson.dumps(
+            [[t.order_id, t.order_line_item_id, t.quantity_consumed] for t in transactions]
+        ).decode()
+        if transactions
+        else None
+    )
+    return (
+        result.attempts,
+        result.correlation_id,
+        result.request_id,
+        result.cv,
+        time.time(),
+        result.new_quantity,
+        orders,
+        key,
+    )
 
 
 def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
@@ -134,6 +158,9 @@ class JournalStore:
             fulfillment.line,
             now,
             now,
+            request.remove_quantity,
+            request.include_order_ids,
+            request.sandbox_id,
         )
 
     def _beneficiary_id(
@@ -175,7 +202,7 @@ class JournalStore:
             return Claim(outcome=ClaimOutcome.SEND, request=request)
         (journaled_key, item_id, product_id, identity_type, ticket, state, run_id, line) = found[:8]
         differing = _differences(
-            fulfillment, journaled_key, item_id, product_id, identity_type, ticket
+            fulfillment, journaled_key, item_id, product_id, identity_type, ticket, *found[15:17]
         )
         where = f"line {line}" if line is not None else "an earlier call"
         if differing:
@@ -206,7 +233,7 @@ class JournalStore:
         # Resend under the journaled idempotency key, with the caller's current Store ID key
         # (keys expire and get renewed; the journal keeps the latest, for export).
         beneficiary = request.beneficiary
-        journaled_id, journaled_value = found[13:]
+        journaled_id, journaled_value = found[13:15]
         if (
             beneficiary.identity_value,
             beneficiary.identity_type,
@@ -225,7 +252,7 @@ class JournalStore:
     def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim | None:
         """A CONFLICT if another key holds this caller-chosen idempotency key, else None."""
         request = fulfillment.request
-        name = "trackingId" if request.item_id is not None else "transactionId"
+        name = "transactionId" if request.transaction_id is not None else "trackingId"
         other = self._connection.execute(
             "SELECT key, line FROM fulfillments WHERE idempotency_key = ? AND caller_chosen = 1",
             (request.idempotency_key,),
@@ -253,17 +280,31 @@ def _differences(
     product_id: str | None,
     identity_type: str,
     ticket: str,
+    remove_quantity: int | None = None,
+    sandbox_id: str | None = None,
 ) -> list[str]:
     """Names (never values) of the fields in which a claim differs from the journaled request.
 
     The Store ID key is not compared: it is a credential that expires and gets renewed, not part
-    of what is being fulfilled.
+    of what is being fulfilled. For a v8 consume the Store deduplicates on trackingId, user,
+    product **and** quantity: a key is never resent with another product, quantity or sandbox.
     """
     request = fulfillment.request
+    if (request.remove_quantity is None) != (remove_quantity is None):
+        return ["the form (v8 productId+quantity vs v6)"]
     if (request.item_id is None) != (item_id is None):
         return ["the form (itemId+trackingId vs productId+transactionId)"]
     differing = []
-    if request.item_id is not None:
+    if request.remove_quantity is not None:
+        if request.product_id != product_id:
+            differing.append("productId")
+        if request.remove_quantity != remove_quantity:
+            differing.append("quantity")
+        if request.sandbox_id != sandbox_id:
+            differing.append("sandboxId")
+        if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:
+            differing.append("trackingId")
+    elif request.item_id is not None:
         if request.item_id != item_id:
             differing.append("itemId")
         if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:

@@ -21,29 +21,67 @@ The service error body records :class:`ServiceError` and :class:`InnerError` liv
 
 from store_async.errors import InnerError, ServiceError
 from store_async.models.business import OfflineLicense, ProductKey
-from store_async.models.consume import ConsumeRequest, ConsumeResult
+from store_async.models.consume import (
+    ConsumeRequest,
+    ConsumeResult,
+    ConsumeV8Response,
+    OrderTransaction,
+)
 from store_async.models.identities import IdentityV6, ProductSkuId, UserIdentity
 from store_async.models.keys import KeyRenewalRequest, KeyRenewalResponse
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+    TrialData,
+)
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
 from store_async.models.purchase import ClientContext, GrantRequest, Order, OrderLineItem
 from store_async.models.query import CollectionItem, QueryRequest, QueryResult
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
 
 __all__ = [
     "ClientContext",
     "CollectionItem",
     "ConsumeRequest",
     "ConsumeResult",
+    "ConsumeV8Response",
+    "EntitlementItem",
+    "EntitlementPage",
+    "EntitlementQuery",
     "GrantRequest",
     "IdentityV6",
     "InnerError",
     "KeyRenewalRequest",
     "KeyRenewalResponse",
+    "LicenseItem",
+    "LicensePage",
+    "LicenseQuery",
     "OfflineLicense",
     "Order",
     "OrderLineItem",
+    "OrderPage",
+    "OrderQuery",
+    "OrderTransaction",
     "ProductKey",
     "ProductSkuId",
+    "PurchaseLineItem",
+    "PurchaseOrder",
     "QueryRequest",
     "QueryResult",
     "ServiceError",
+    "Subscription",
+    "SubscriptionChange",
+    "SubscriptionPage",
+    "SubscriptionQuery",
+    "TrialData",
     "UserIdentity",
 ]

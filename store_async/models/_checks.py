@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from store_async.errors import ValidationError
 
@@ -32,6 +32,10 @@ _HYPHENATED = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 _ANY_GUID: Final = re.compile(rf"(?:{_HYPHENATED}|\{{{_HYPHENATED}\}}|[0-9a-fA-F]{{32}})\Z")
 
 REDACTED: Final = "<redacted>"
+
+# The namespace of tracking ids derived from caller keys (uuid5), fixed for ever: changing it
+# would give every caller key a new tracking id, and the Store would apply it again.
+CALLER_KEY_NAMESPACE: Final = UUID("c200f89e-39f8-5bff-8c6f-d71b7d829a58")
 
 
 def redact(_value: object) -> str:
@@ -51,6 +55,15 @@ def new_guid() -> str:
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     digits = raw.hex()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def guid_for_caller_key(key: str) -> str:
+    """The tracking id of a caller key: a name-based (version 5) GUID, the same on every run.
+
+    A caller key that is resubmitted after a crash without a journal still gets the same
+    tracking id, so the Store deduplicates it.
+    """
+    return str(uuid5(CALLER_KEY_NAMESPACE, key))
 
 
 def guid(value: object, field: str) -> str:
@@ -142,6 +155,13 @@ def texts_of(values: tuple[Any, ...], field: str) -> None:
     """Check that every element of ``values`` is a non-blank string."""
     for index, item in enumerate(values):
         text(item, f"{field}[{index}]")
+
+
+def skus_of(values: tuple[Any, ...], field: str) -> None:
+    """Check that every ``ProductSkuId`` of ``values`` names its SKU (v6 and v8 queries)."""
+    for index, item in enumerate(values):
+        if item.sku_id is None:
+            raise ValidationError(f"{field}[{index}].sku_id is required by this query")
 
 
 # -- numbers: seconds, counts, attempts (used by the client, the engine, the policy, the cache) --

@@ -52,6 +52,9 @@ class GrantRequest:
     quantity: int = 1
     dev_offer_id: str | None = None
     """Your offer id; it appears on the collection item after the grant."""
+    sandbox_id: str | None = None
+    """The ``sbx`` of a development sandbox: the grant then goes to ``/v7.0/purchases/grant``
+    (``None``: RETAIL, through v6)."""
 
     def __attrs_post_init__(self) -> None:
         _checks.text(self.availability_id, "GrantRequest.availability_id")
@@ -63,6 +66,7 @@ class GrantRequest:
         if type(self.quantity) is not int or self.quantity != 1:
             raise ValidationError("GrantRequest.quantity must be 1: the Store grants one at a time")
         _checks.optional_text(self.dev_offer_id, "GrantRequest.dev_offer_id")
+        _checks.optional_text(self.sandbox_id, "GrantRequest.sandbox_id")
 
     @property
     def idempotency_key(self) -> str:
