@@ -14,6 +14,9 @@ import pytest
 from store_async.models import UserIdentity
 from tests.fake_store import FakeStore, make_store_id_key
 
+# The session's PostgreSQL server (fleet journal tests).
+pytest_plugins = ["tests.support.postgres"]
+
 
 @pytest.fixture
 async def fake_store() -> AsyncIterator[FakeStore]:
