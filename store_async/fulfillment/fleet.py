@@ -348,7 +348,7 @@ class FleetWorker:
 
     async def _load_batch_of(self, batch: list[Fulfillment]) -> None:
         stats = self.stats
-        claims = await self._journal.load(batch)
+        claims = await self._journal.load(batch, mark_run=False)
         for fulfillment, claim in zip(batch, claims, strict=True):
             outcome = claim.outcome
             if outcome is ClaimOutcome.SEND:
@@ -563,5 +563,10 @@ class FleetWorker:
         marked = await self._journal.settle(
             done=done, failed=failed, unknown=unknown, release=releases, max_tries=self._max_tries
         )
-        refused = len(done) + len(failed) + len(unknown) - len(marked)
-        self.stats.lost += refused
+        # Marks the journal refused (the lease was lost): this worker's answers do not count.
+        stats = self.stats
+        for entries, counter in ((done, "done"), (failed, "failed"), (unknown, "pending")):
+            refused = sum(1 for entry in entries if entry[0] not in marked)
+            if refused:
+                setattr(stats, counter, getattr(stats, counter) - refused)
+                stats.lost += refused

@@ -36,7 +36,7 @@ import contextlib
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -452,11 +452,17 @@ class PostgresJournal:
             found = self._user_keys[identity] = user_key(identity)
         return found
 
-    async def load(self, fulfillments: Sequence[Fulfillment]) -> list[Claim]:
+    async def load(
+        self, fulfillments: Sequence[Fulfillment], *, mark_run: bool = True
+    ) -> list[Claim]:
         """Journal a batch (one transaction) and say, per fulfillment in order, what happened:
         ``SEND`` (new row), ``RESEND`` (already pending, or revived: a parked row, or a failed
         one with ``retry_failed``), ``ALREADY_DONE``, ``ALREADY_FAILED``, ``DUPLICATE`` (loaded
         earlier in this run) or ``CONFLICT`` (journaled with a different request).
+
+        ``mark_run=False`` skips stamping this run on rows already pending (a fleet loader
+        re-reading an input others loaded): a repeated line in a later batch is then reported
+        as ``RESEND`` again rather than ``DUPLICATE``, which is safe (one idempotency key).
 
         :raises JournalError: the database failed; nothing of the batch is journaled.
         """
@@ -492,7 +498,7 @@ class PostgresJournal:
             inserted = await connection.fetch(_INSERT_ROWS, *_columns(rows, 10))
             await self._add_pending(connection, [user_id for _, user_id in inserted])
             fresh = {key for key, _ in inserted}
-            return await self._decide(connection, fulfillments, fresh)
+            return await self._decide(connection, fulfillments, fresh, mark_run)
 
         return await self._transaction(work, "cannot load fulfillments")
 
@@ -505,7 +511,11 @@ class PostgresJournal:
             await connection.execute(_ADD_PENDING, *_columns(ordered, 2))
 
     async def _decide(
-        self, connection: asyncpg.Connection, fulfillments: Sequence[Fulfillment], fresh: set[str]
+        self,
+        connection: asyncpg.Connection,
+        fulfillments: Sequence[Fulfillment],
+        fresh: set[str],
+        mark_run: bool,
     ) -> list[Claim]:
         claims: list[Claim | None] = [None] * len(fulfillments)
         others: list[int] = []
@@ -538,7 +548,7 @@ class PostgresJournal:
             if revive:
                 revived = await connection.fetch(_REVIVE, revive, self.run_id)
                 await self._add_pending(connection, [row["user_id"] for row in revived])
-            if touch:
+            if touch and mark_run:
                 await connection.execute(_TOUCH, touch, self.run_id)
         return [claim for claim in claims if claim is not None]
 
@@ -806,7 +816,7 @@ class PostgresJournal:
 
     async def rows(
         self, states: Iterable[RowState] = tuple(RowState), *, batch: int = 512
-    ) -> AsyncIterator[JournalRow]:
+    ) -> AsyncGenerator[JournalRow, None]:
         """Rows in the given states, in load order, read ``batch`` at a time (keyset paging:
         no transaction is held open between batches)."""
         wanted = sorted({RowState(state).value for state in states})

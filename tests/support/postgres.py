@@ -112,7 +112,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         _unavailable("initdb/pg_ctl are not on PATH nor in /usr/lib/postgresql/*/bin")
-    assert initdb is not None and pg_ctl is not None
+    assert initdb is not None
+    assert pg_ctl is not None
     if os.geteuid() == 0:
         try:
             service = pwd.getpwnam(_SERVICE_USER)
