@@ -68,7 +68,8 @@ async def test_the_schema_is_created_once_and_a_newer_one_is_refused(
     await asyncio.gather(first.open(), second.open())  # two workers starting together
     await first.close()
     await second.close()
-    assert await sql(postgres_dsn, postgres_server, "SELECT version FROM store_async_journal_version") == SCHEMA_VERSION  # fmt: skip
+    version = "SELECT version FROM store_async_journal_version"
+    assert await sql(postgres_dsn, postgres_server, version) == SCHEMA_VERSION
     await sql(postgres_dsn, postgres_server, "UPDATE store_async_journal_version SET version = 99")
     with pytest.raises(JournalError) as caught:
         await PostgresJournal(postgres_dsn).open()
@@ -105,17 +106,16 @@ async def test_concurrent_loaders_journal_each_key_once_and_report_a_changed_req
     postgres_dsn: str,
 ) -> None:
     batch = [item(n, n % 3) for n in range(300)]
-    async with PostgresJournal(postgres_dsn, worker_id="a") as a, PostgresJournal(
-        postgres_dsn, worker_id="b"
-    ) as b:
+    async with (
+        PostgresJournal(postgres_dsn, worker_id="a") as a,
+        PostgresJournal(postgres_dsn, worker_id="b") as b,
+    ):
         await a.begin_run()
         await b.begin_run()
         claims_a, claims_b = await asyncio.gather(a.load(batch), b.load(batch))
         outcomes = [(x.outcome, y.outcome) for x, y in zip(claims_a, claims_b, strict=True)]
         # Per key, exactly one loader inserted it; the other found it pending.
-        assert all(
-            sorted([x.value, y.value]) == ["resend", "send"] for x, y in outcomes
-        ), outcomes
+        assert all(sorted([x.value, y.value]) == ["resend", "send"] for x, y in outcomes), outcomes
         changed = Fulfillment.of(
             ConsumeRequest.for_item(user(0), "another-item", batch[0].request.tracking_id),
             key="line-0",
@@ -131,7 +131,9 @@ async def test_concurrent_loaders_journal_each_key_once_and_report_a_changed_req
         assert conflict.detail is not None
         assert "itemId differs" in conflict.detail
         assert taken.outcome is ClaimOutcome.CONFLICT
-        assert taken.detail == "its trackingId is already journaled under another key 'line-1' (line 2)"  # fmt: skip
+        assert taken.detail == (
+            "its trackingId is already journaled under another key 'line-1' (line 2)"
+        )
         counts = await a.counts()
     assert counts == {"pending": 300, "done": 0, "failed": 0, "leased": 0, "parked": 0}
 
@@ -139,19 +141,20 @@ async def test_concurrent_loaders_journal_each_key_once_and_report_a_changed_req
 async def test_a_user_is_leased_to_one_worker_and_a_lost_lease_records_nothing(
     postgres_dsn: str, postgres_server: PostgresServer
 ) -> None:
-    async with PostgresJournal(postgres_dsn, worker_id="a") as a, PostgresJournal(
-        postgres_dsn, worker_id="b"
-    ) as b:
+    async with (
+        PostgresJournal(postgres_dsn, worker_id="a") as a,
+        PostgresJournal(postgres_dsn, worker_id="b") as b,
+    ):
         await a.begin_run()
         await a.load([item(n, n % 4) for n in range(40)])
-        leases_a = await a.lease(users=2, max_rows=100, seconds=60)
-        leases_b = await b.lease(users=10, max_rows=100, seconds=60)
+        leases_a = await a.lease(users=2, rows_per_user=100, seconds=60)
+        leases_b = await b.lease(users=10, rows_per_user=100, seconds=60)
         users_a = {lease.user_id for lease in leases_a}
         users_b = {lease.user_id for lease in leases_b}
         assert len(users_a) == 2
         assert len(users_b) == 2
         assert not users_a & users_b  # one user, one worker
-        assert await b.lease(users=10, max_rows=100, seconds=60) == []
+        assert await b.lease(users=10, rows_per_user=100, seconds=60) == []
         assert sum(len(lease.rows) for lease in leases_a + leases_b) == 40
         # a's leases run out (a paused, say); b takes its users with the same rows and keys.
         await sql(
@@ -160,7 +163,7 @@ async def test_a_user_is_leased_to_one_worker_and_a_lost_lease_records_nothing(
             "UPDATE store_async_users SET lease_expires = now() - interval '1 s' "
             "WHERE lease_owner = 'a'",
         )
-        taken = await b.lease(users=10, max_rows=100, seconds=60)
+        taken = await b.lease(users=10, rows_per_user=100, seconds=60)
         assert {lease.user_id for lease in taken} == users_a
         old = {row.key: row for lease in leases_a for row in lease.rows}
         new = {row.key: row for lease in taken for row in lease.rows}
@@ -179,17 +182,23 @@ async def test_a_user_is_leased_to_one_worker_and_a_lost_lease_records_nothing(
         row = await b.row(key)
         assert row is not None
         assert row.state is RowState.FAILED
-        assert await sql(
-            postgres_dsn,
-            postgres_server,
-            "SELECT settled_by FROM store_async_fulfillments WHERE state = 'failed'",
-        ) == "b"
+        assert (
+            await sql(
+                postgres_dsn,
+                postgres_server,
+                "SELECT settled_by FROM store_async_fulfillments WHERE state = 'failed'",
+            )
+            == "b"
+        )
         # The release of a lost lease did not free b's users.
-        assert await sql(
-            postgres_dsn,
-            postgres_server,
-            "SELECT count(*) FROM store_async_users WHERE lease_owner = 'b'",
-        ) == 4
+        assert (
+            await sql(
+                postgres_dsn,
+                postgres_server,
+                "SELECT count(*) FROM store_async_users WHERE lease_owner = 'b'",
+            )
+            == 4
+        )
 
 
 async def test_repeated_unknown_outcomes_park_a_row_until_it_is_loaded_again(
@@ -201,14 +210,14 @@ async def test_repeated_unknown_outcomes_park_a_row_until_it_is_loaded_again(
         await journal.begin_run()
         await journal.load([fulfillment])
         for _ in range(2):
-            (lease,) = await journal.lease(users=1, max_rows=10, seconds=60)
+            (lease,) = await journal.lease(users=1, rows_per_user=10, seconds=60)
             marked = await journal.settle(
                 unknown=[("line-0", lease.token, unknown)],
                 release=[(lease.user_id, lease.token)],
                 max_tries=2,
             )
             assert marked == {"line-0"}
-        assert await journal.lease(users=1, max_rows=10, seconds=60) == []
+        assert await journal.lease(users=1, rows_per_user=10, seconds=60) == []
         assert not await journal.has_work()
         counts = await journal.counts()
         assert (counts["pending"], counts["parked"]) == (1, 1)
@@ -223,9 +232,10 @@ async def test_the_fulfiller_runs_on_a_postgres_journal_like_on_sqlite(
     postgres_dsn: str,
 ) -> None:
     items = [item(n, n % 5) for n in range(200)]
-    async with StoreEmulator(auto_create=True) as emu, StoreClient(
-        emu.credential(), endpoints=emu.endpoints
-    ) as client:
+    async with (
+        StoreEmulator(auto_create=True) as emu,
+        StoreClient(emu.credential(), endpoints=emu.endpoints) as client,
+    ):
         async with PostgresJournal(postgres_dsn) as journal:
             report = await Fulfiller(client, journal, concurrency=16).run(items)
         assert (report.done, report.exit_code) == (200, 0)
@@ -238,13 +248,17 @@ async def test_the_fulfiller_runs_on_a_postgres_journal_like_on_sqlite(
 
 async def test_a_fleet_worker_settles_everything_and_leaves_no_lease(postgres_dsn: str) -> None:
     items = [item(n, n % 7) for n in range(500)]
-    async with StoreEmulator(auto_create=True) as emu, StoreClient(
-        emu.credential(), endpoints=emu.endpoints
-    ) as client, PostgresJournal(postgres_dsn, worker_id="w") as journal:
+    async with (
+        StoreEmulator(auto_create=True) as emu,
+        StoreClient(emu.credential(), endpoints=emu.endpoints) as client,
+        PostgresJournal(postgres_dsn, worker_id="w") as journal,
+    ):
         report = await FleetWorker(client, journal, concurrency=8, poll=0.01).run(items)
         assert report.exit_code == 0
         assert (report.loaded, report.report.done, report.lost) == (500, 500, 0)
-        assert report.journal == {"pending": 0, "done": 500, "failed": 0, "leased": 0, "parked": 0}  # fmt: skip
+        assert report.journal == {
+            "pending": 0, "done": 500, "failed": 0, "leased": 0, "parked": 0
+        }  # fmt: skip
         assert await journal.leases() == []
     assert emu.ledger.total == 500
 
@@ -281,7 +295,7 @@ async def test_journal_json_for_postgres_and_sqlite(
         assert completed.returncode == 0, completed.stderr
         assert postgres_server.password not in completed.stdout + completed.stderr
         documents.append(orjson.loads(completed.stdout))
-    postgres, sqlite_document = documents
+    postgres = documents[0]
     for document in documents:
         assert document["runs"] == 1
         assert {k: document["counts"][k] for k in ("pending", "done", "failed")} == {

@@ -204,6 +204,7 @@ class FleetWorker:
         self._record_soon = asyncio.Event()
         self._finished = asyncio.Event()
         self._loaded = False
+        self._rows_per_user = 32.0  # a running estimate, to size leases
         self._senders: list[asyncio.Task[None]] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._running = False
@@ -405,17 +406,24 @@ class FleetWorker:
     # -- leasing ------------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        """Keep about two rows per sender queued; end the senders when all is settled."""
-        journal, target = self._journal, 2 * self._concurrency
+        """Keep about four rows per sender queued; end the senders when all is settled."""
+        journal, target = self._journal, 4 * self._concurrency
         while not self.stopping:
             self._wake.clear()
             room = target - self._queue.qsize()
-            if room > self._concurrency // 2:
+            if room >= self._concurrency:
                 started = time.monotonic()
+                # As many users as should fill the room, from the rows per user seen so far: a
+                # user leased without rows is a lease wasted (and kept from other workers).
+                users = max(1, min(64, -(-room // max(1, round(self._rows_per_user)))))
                 leases = await journal.lease(
-                    users=max(1, min(64, room // 4)), max_rows=room, seconds=self._lease_seconds
+                    users=users, rows_per_user=room, seconds=self._lease_seconds
                 )
                 if leases:
+                    with_rows = [len(lease.rows) for lease in leases if lease.rows]
+                    if with_rows:
+                        average = sum(with_rows) / len(with_rows)
+                        self._rows_per_user = 0.7 * self._rows_per_user + 0.3 * average
                     self._take(leases, started + self._lease_seconds)
                     continue
                 if (
@@ -470,6 +478,8 @@ class FleetWorker:
             row = await queue.get()
             if row is None:
                 return
+            if queue.qsize() < 3 * self._concurrency:
+                self._wake.set()  # time to lease more
             held = self._held.get((row.user_id, row.token))
             if held is None:
                 continue

@@ -225,24 +225,30 @@ _RELEASE: Final = """
     FROM unnest($1::bigint[], $2::bigint[]) AS r(id, token)
     WHERE u.id = r.id AND u.lease_token = r.token
 """
-_TAKE_USERS: Final = """
+# One statement, one round trip: take free users with workable rows (SKIP LOCKED: workers never
+# wait for each other), write the lease on them, and read up to ``$5`` of each one's rows.
+_LEASE: Final = """
     WITH picked AS (
         SELECT id FROM store_async_users
         WHERE pending > 0 AND not_before <= now()
             AND (lease_token IS NULL OR lease_expires < now())
         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+    ), taken AS (
+        UPDATE store_async_users AS u SET lease_owner = $2,
+            lease_token = nextval('store_async_lease_tokens'),
+            lease_expires = now() + make_interval(secs => $3::double precision)
+        FROM picked WHERE u.id = picked.id
+        RETURNING u.id, u.identity_value, u.lease_token
     )
-    UPDATE store_async_users AS u SET lease_owner = $2, lease_token = $3,
-        lease_expires = now() + make_interval(secs => $4::double precision)
-    FROM picked WHERE u.id = picked.id
-    RETURNING u.id, u.identity_value
-"""
-_LEASED_ROWS: Final = """
-    SELECT user_id, key, idempotency_key, item_id, product_id, identity_type,
-        local_ticket_reference, line
-    FROM store_async_fulfillments
-    WHERE user_id = ANY($1::bigint[]) AND state = 'pending' AND NOT parked
-    ORDER BY user_id, id LIMIT $2
+    SELECT taken.id AS user_id, taken.lease_token, taken.identity_value, r.key,
+        r.idempotency_key, r.item_id, r.product_id, r.identity_type, r.local_ticket_reference,
+        r.line
+    FROM taken LEFT JOIN LATERAL (
+        SELECT * FROM store_async_fulfillments AS f
+        WHERE f.user_id = taken.id AND f.state = 'pending' AND NOT f.parked
+        ORDER BY f.id LIMIT $4
+    ) AS r ON true
+    ORDER BY taken.id
 """
 # A safety net: a leased user with no workable row had a wrong counter. Recount it.
 _RECOUNT: Final = """
@@ -405,9 +411,14 @@ class PostgresJournal:
             await self._drop_pool()
 
     async def _transaction(
-        self, work: Callable[[asyncpg.Connection], Awaitable[_T]], doing: str
+        self,
+        work: Callable[[asyncpg.Connection], Awaitable[_T]],
+        doing: str,
+        *,
+        atomic: bool = True,
     ) -> _T:
-        """Run ``work`` in one transaction, retried on deadlock; errors become JournalError."""
+        """Run ``work`` in one transaction (or, not ``atomic``, as single statements: one round
+        trip less each side), retried on deadlock; errors become JournalError."""
         import asyncpg
 
         if self._pool is None:
@@ -415,8 +426,11 @@ class PostgresJournal:
             raise JournalError(f"journal {self.where} is {state}")
         for attempt in range(_RETRIES):
             try:
-                async with self._pool.acquire() as connection, connection.transaction():
-                    return await work(connection)
+                async with self._pool.acquire() as connection:
+                    if not atomic:
+                        return await work(connection)
+                    async with connection.transaction():
+                        return await work(connection)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == _RETRIES - 1:
                     raise JournalError(f"journal {self.where}: {doing}: deadlocked") from None
@@ -601,40 +615,38 @@ class PostgresJournal:
 
     # -- leases -------------------------------------------------------------------------------
 
-    async def lease(self, *, users: int, max_rows: int, seconds: float) -> list[Lease]:
-        """Lease up to ``users`` users with workable rows for ``seconds``, with up to
-        ``max_rows`` of their pending rows (in load order). Empty when nothing is free."""
+    async def lease(self, *, users: int, rows_per_user: int, seconds: float) -> list[Lease]:
+        """Lease up to ``users`` free users with workable rows for ``seconds``, with up to
+        ``rows_per_user`` of each one's pending rows (in load order). Empty when none is free.
+        Each lease has its own token."""
 
         async def work(connection: asyncpg.Connection) -> list[Lease]:
-            token = int(await connection.fetchval("SELECT nextval('store_async_lease_tokens')"))
-            taken = await connection.fetch(_TAKE_USERS, users, self.worker_id, token, seconds)
-            if not taken:
-                return []
-            values = {row["id"]: row["identity_value"] for row in taken}
-            rows: dict[int, list[LeasedRow]] = {user_id: [] for user_id in values}
-            fetched = await connection.fetch(_LEASED_ROWS, list(values), max_rows)
-            for row in fetched:
-                user_id = row["user_id"]
+            found = await connection.fetch(_LEASE, users, self.worker_id, seconds, rows_per_user)
+            leases: dict[int, tuple[int, list[LeasedRow]]] = {}
+            for row in found:
+                user_id, token = row["user_id"], row["lease_token"]
+                rows = leases.setdefault(user_id, (token, []))[1]
+                if row["key"] is None:
+                    continue  # a user whose counter said "work" but had none
                 request = _request(
-                    values[user_id], row["identity_type"], row["local_ticket_reference"],
+                    row["identity_value"], row["identity_type"], row["local_ticket_reference"],
                     row["idempotency_key"], row["item_id"], row["product_id"],
                 )  # fmt: skip
-                rows[user_id].append(
+                rows.append(
                     LeasedRow(
                         key=row["key"], request=request, user_id=user_id, token=token,
                         line=row["line"],
                     )
                 )  # fmt: skip
-            if len(fetched) < max_rows:
-                empty = [user_id for user_id, leased in rows.items() if not leased]
-                if empty:
-                    await connection.execute(_RECOUNT, empty)
+            empty = [user_id for user_id, (_, rows) in leases.items() if not rows]
+            if empty:
+                await connection.execute(_RECOUNT, empty)
             return [
-                Lease(user_id=user_id, token=token, rows=tuple(leased))
-                for user_id, leased in rows.items()
+                Lease(user_id=user_id, token=token, rows=tuple(rows))
+                for user_id, (token, rows) in leases.items()
             ]
 
-        return await self._transaction(work, "cannot lease rows")
+        return await self._transaction(work, "cannot lease rows", atomic=False)
 
     async def renew(self, tokens: Iterable[int], seconds: float) -> set[tuple[int, int]]:
         """Extend this worker's leases of the given tokens; return the ``(user id, token)``
@@ -648,7 +660,7 @@ class PostgresJournal:
             rows = await connection.fetch(_RENEW, self.worker_id, wanted, seconds)
             return {(int(row["id"]), int(row["lease_token"])) for row in rows}
 
-        return await self._transaction(work, "cannot renew leases")
+        return await self._transaction(work, "cannot renew leases", atomic=False)
 
     async def settle(
         self,
@@ -705,7 +717,7 @@ class PostgresJournal:
                 )
             )
 
-        return await self._transaction(work, "cannot read the journal")
+        return await self._transaction(work, "cannot read the journal", atomic=False)
 
     # -- the Journal protocol -----------------------------------------------------------------
 
@@ -790,7 +802,7 @@ class PostgresJournal:
             )
             return counts
 
-        return await self._transaction(work, "cannot read the journal")
+        return await self._transaction(work, "cannot read the journal", atomic=False)
 
     async def runs(self) -> int:
         """How many runs (loader/worker processes) used this journal."""
@@ -798,7 +810,7 @@ class PostgresJournal:
         async def work(connection: asyncpg.Connection) -> int:
             return int(await connection.fetchval("SELECT count(*) FROM store_async_runs"))
 
-        return await self._transaction(work, "cannot read the journal")
+        return await self._transaction(work, "cannot read the journal", atomic=False)
 
     async def leases(self) -> list[tuple[str, int, float]]:
         """Live leases: ``(worker id, users, seconds until the last expires)`` per worker."""
@@ -812,7 +824,7 @@ class PostgresJournal:
             )
             return [(row["lease_owner"], int(row["n"]), float(row["left"])) for row in rows]
 
-        return await self._transaction(work, "cannot read the journal")
+        return await self._transaction(work, "cannot read the journal", atomic=False)
 
     async def rows(
         self, states: Iterable[RowState] = tuple(RowState), *, batch: int = 512
@@ -827,7 +839,7 @@ class PostgresJournal:
             async def work(connection: asyncpg.Connection, after: int = last) -> list[Any]:
                 return list(await connection.fetch(query, wanted, after, batch))
 
-            found = await self._transaction(work, "cannot read the journal")
+            found = await self._transaction(work, "cannot read the journal", atomic=False)
             if not found:
                 return
             for values in found:
@@ -842,7 +854,7 @@ class PostgresJournal:
         async def work(connection: asyncpg.Connection) -> Any:
             return await connection.fetchrow(f"{_READ_ROWS} WHERE f.key = $1", key)
 
-        found = await self._transaction(work, "cannot read the journal")
+        found = await self._transaction(work, "cannot read the journal", atomic=False)
         return None if found is None else _journal_row(found)
 
 
