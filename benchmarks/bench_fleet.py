@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pwd
 import secrets
@@ -168,7 +169,7 @@ def run_config(
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-            )  # fmt: skip
+            )
             for n in range(workers)
         ]
         for process in processes:
@@ -223,10 +224,8 @@ def main() -> None:
                   f"{result['worker'] * per:>31.0f} {result['emulator'] * per:>9.0f} "
                   f"{result['postgres'] * per:>9.0f} {busy:>11.2f}", flush=True)  # fmt: skip
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pg.stop()
-        except Exception:
-            pass
         shutil.rmtree(root, ignore_errors=True)
 
 

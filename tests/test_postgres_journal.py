@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 import pytest
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.emulator import StoreEmulator
 from store_async.errors import InvalidRequestError, OutcomeUnknownError
 from store_async.fulfillment import (

@@ -52,8 +52,8 @@ def run_worker(args: argparse.Namespace, endpoints: Endpoints) -> int:
 
 
 async def _work(args: argparse.Namespace, endpoints: Endpoints) -> FleetReport:
+    from store_async import StoreClient  # imported here: aiohttp loads only when used
     from store_async.cli.fulfill import _credential, _live_rejections
-    from store_async.client import StoreClient  # imported here: aiohttp loads only when used
 
     async with contextlib.AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
