@@ -146,6 +146,10 @@ async def test_workers_killed_at_random_still_apply_every_line_exactly_once(
             assert worker.returncode == 0, (out.decode(), err.decode())
             assert postgres_server.password.encode() not in out + err
 
+        print(  # the figures, with -s
+            f"chaos: {kills} workers SIGKILLed, {started} started, "
+            f"{sum(emu.stats.faults.values())} faults injected, {emu.ledger.total} applied"
+        )
         assert kills >= 5
         assert emu.ledger.duplicates() == {}
         assert emu.ledger.total == lines
