@@ -16,6 +16,9 @@ from store_async.emulator import StoreEmulator
 from store_async.models import UserIdentity
 from tests.support.emulator import emulator as recording_emulator
 
+# The session's PostgreSQL server (fleet journal tests).
+pytest_plugins = ["tests.support.postgres"]
+
 
 @pytest.fixture
 async def emu() -> AsyncIterator[StoreEmulator]:

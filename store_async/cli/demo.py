@@ -15,6 +15,11 @@ audits the emulator's ledger:
 
 It prints retries by failure kind, the faults injected, throughput and p50/p99 latency, and
 exits 1 unless exactly-once held for every consumable.
+
+With ``--journal postgresql://...`` the journal is that PostgreSQL database and ``--workers``
+fleet workers (:class:`~store_async.fulfillment.fleet.FleetWorker`, each with its own
+connection pool and worker id, in this process) share it, leasing users as separate processes
+or machines would (the demo's keys carry a random prefix, so the database may hold other rows).
 """
 
 from __future__ import annotations
@@ -24,18 +29,22 @@ import asyncio
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
 
 from store_async.cli._arguments import integer, real
 
 if TYPE_CHECKING:
     from store_async import StoreClient
-    from store_async.emulator import FaultKind, Ledger
-    from store_async.instrumentation import AttemptFinished
+    from store_async.emulator import FaultKind, Ledger, StoreEmulator
+    from store_async.fulfillment import FailedRow, Fulfillment, FulfillmentReport
+    from store_async.instrumentation import AttemptFinished, ClientHooks
     from store_async.models import ConsumeRequest, ConsumeResult
 
 __all__ = ["Audit", "audit", "configure", "run"]
@@ -59,6 +68,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
+    )
+    parser.add_argument(
+        "--journal",
+        metavar="DSN",
+        help="postgresql://user@host/db: a PostgreSQL journal shared by --workers fleet "
+        "workers (default: a temporary SQLite journal); password in PGPASSWORD",
+    )
+    parser.add_argument(
+        "--workers", type=integer(1), default=2, help="fleet workers with --journal DSN (2)"
     )
 
 
@@ -152,7 +170,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
 
     from store_async import StoreClient
     from store_async.emulator import FaultPlan, StoreEmulator
-    from store_async.fulfillment import Fulfiller, Fulfillment, SqliteJournal
+    from store_async.fulfillment import Fulfillment
     from store_async.instrumentation import ClientHooks
     from store_async.models import ConsumeRequest, UserIdentity
 
@@ -184,33 +202,90 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
             disable=True if args.no_progress else None,
         )
         started = time.perf_counter()
+        prefix = f"demo-{uuid.uuid4().hex[:8]}" if args.journal else "demo"
         work = [
-            Fulfillment.of(request, key=f"demo-order-{n}") for n, request in enumerate(requests)
+            Fulfillment.of(request, key=f"{prefix}-order-{n}") for n, request in enumerate(requests)
         ]
-        with tempfile.TemporaryDirectory(prefix="store-async-demo-") as folder:
-            async with (
-                StoreClient(
-                    emulator.credential(), endpoints=emulator.endpoints, hooks=hooks
-                ) as store,
-                SqliteJournal(Path(folder) / "demo.journal") as journal,
-            ):
+        if args.journal:
+            async with StoreClient(
+                emulator.credential(), endpoints=emulator.endpoints, hooks=hooks
+            ) as store:
                 timed = _TimedClient(store, run, progress.update)
-                for round_number in range(MAX_ROUNDS):
-                    report = await Fulfiller(timed, journal, concurrency=args.concurrency).run(work)
-                    if round_number:
-                        run.resubmitted += report.done + report.failed
-                    if not report.pending:
-                        break
+                report, pending = await _fleet_rounds(args, timed, work, run)
+        else:
+            report, pending = await _sqlite_rounds(args, emulator, hooks, progress, work, run)
         elapsed = time.perf_counter() - started
         progress.close()
         run.failed = {row.idempotency_key: str(row.failure) for row in report.failures}
         failed = set(run.failed)
         consumed_by = {key: item.consumed_by for key, item in items.items() if item.consumed_by}
         verdict = audit(requests, failed, emulator.ledger, consumed_by)
-        verdict.pending = report.pending
+        verdict.pending = pending
         faults = emulator.stats.faults_by_kind("consume")
     _report(out, verdict, run, faults, elapsed)
     return 0 if verdict.ok else 1
+
+
+async def _fleet_rounds(
+    args: argparse.Namespace, timed: _TimedClient, work: list[Fulfillment], run: _Run
+) -> tuple[FulfillmentReport, int]:
+    """``--workers`` fleet workers on one PostgreSQL journal, rerun while rows are pending."""
+    from store_async.fulfillment.fleet import FleetWorker
+    from store_async.fulfillment.postgres_journal import PostgresJournal
+
+    failures: list[FailedRow] = []
+    pending = 0
+    for round_number in range(MAX_ROUNDS):
+        journals = [
+            PostgresJournal(args.journal, worker_id=f"demo-worker-{n + 1}", retry_after=0.0)
+            for n in range(args.workers)
+        ]
+        try:
+            for journal in journals:
+                await journal.open()
+            reports = await asyncio.gather(
+                *(
+                    FleetWorker(timed, journal, concurrency=args.concurrency, poll=0.05).run(work)
+                    for journal in journals
+                )
+            )
+        finally:
+            for journal in journals:
+                await journal.close()
+        if round_number:
+            run.resubmitted += sum(r.report.done + r.report.failed for r in reports)
+        failures = [row for r in reports for row in r.report.failures]
+        pending = reports[-1].journal["pending"]
+        if not pending:
+            break
+    report = reports[-1].report
+    return attrs.evolve(report, failures=tuple(failures)), pending
+
+
+async def _sqlite_rounds(
+    args: argparse.Namespace,
+    emulator: StoreEmulator,
+    hooks: ClientHooks,
+    progress: Any,
+    work: list[Fulfillment],
+    run: _Run,
+) -> tuple[FulfillmentReport, int]:
+    from store_async import StoreClient
+    from store_async.fulfillment import Fulfiller, SqliteJournal
+
+    with tempfile.TemporaryDirectory(prefix="store-async-demo-") as folder:
+        async with (
+            StoreClient(emulator.credential(), endpoints=emulator.endpoints, hooks=hooks) as store,
+            SqliteJournal(Path(folder) / "demo.journal") as journal,
+        ):
+            timed = _TimedClient(store, run, progress.update)
+            for round_number in range(MAX_ROUNDS):
+                report = await Fulfiller(timed, journal, concurrency=args.concurrency).run(work)
+                if round_number:
+                    run.resubmitted += report.done + report.failed
+                if not report.pending:
+                    break
+    return report, report.pending
 
 
 def _report(

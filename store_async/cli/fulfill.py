@@ -1,5 +1,12 @@
 """``store-async fulfill INPUT.jsonl --journal PATH``: fulfill consumables exactly once.
 
+With ``--journal postgresql://...`` the process is one worker of a fleet (see
+:mod:`store_async.fulfillment.fleet`): any number of processes, on any machines, may run the
+same command on the same input and DSN at once; each loads the input (the first loader of a
+key wins) and works leases until no row of the journal is workable. Its exit code then speaks
+for the whole journal. Give the password in ``PGPASSWORD`` or a passfile, not in the DSN: a
+command line is visible to every local user (``ps``).
+
 Exit codes: 0 all done; 2 some failed permanently (or input lines were rejected); 3 some still
 pending, or the run was stopped (run the same command again); 1 usage or configuration error.
 
@@ -30,6 +37,7 @@ from store_async.fulfillment import (
     SqliteJournal,
     read_jsonl,
 )
+from store_async.fulfillment._pg_schema import is_postgres_dsn
 from store_async.fulfillment.progress import ProgressBar
 
 __all__ = ["configure", "exit_1_on_usage_errors", "run"]
@@ -56,8 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         required=True,
-        metavar="PATH",
-        help="SQLite journal (created if missing); rerun with the same journal to resume",
+        metavar="PATH|DSN",
+        help="SQLite journal (created if missing), or postgresql://user@host/db for a fleet "
+        "of workers sharing one journal; rerun with the same journal to resume",
     )
     parser.add_argument(
         "--endpoint",
@@ -96,6 +105,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="journal durability: full survives power loss (default), normal only crashes",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # -- fleet (PostgreSQL journal) options: their own block.
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="this worker's name in the PostgreSQL journal's leases (default host:pid)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=real(0.1),
+        default=30.0,
+        metavar="SECONDS",
+        help="PostgreSQL journal: a lease lasts this long without a heartbeat (default 30)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"store-async fulfill: no input file {args.input}", file=sys.stderr)
         return int(ExitCode.USAGE)
     endpoints = Endpoints.single(args.endpoint) if args.endpoint else Endpoints.production()
+    if is_postgres_dsn(args.journal):
+        from store_async.cli._fleet import run_worker
+
+        return run_worker(args, endpoints)
     try:
         report = asyncio.run(_fulfill(args, endpoints))
         _print_report(report)
