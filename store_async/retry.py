@@ -45,6 +45,13 @@ __all__ = ["Operation", "RetryBudget", "RetryPolicy", "retry_call"]
 T = TypeVar("T")
 
 _logger: Final = logging.getLogger("store_async")
+
+
+def _attempts(count: int) -> str:
+    """``"1 attempt"``, ``"3 attempts"``."""
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
 _INFO: Final = logging.INFO
 
 
@@ -289,7 +296,7 @@ class _Attempts:
         if self.resend_401:
             return False
         if self.count - (1 if self.resent_401 else 0) >= self.max_attempts:
-            self.stop_reason = f"{self.max_attempts} attempts"
+            self.stop_reason = _attempts(self.max_attempts)
             return True
         if not self.budget.try_withdraw():
             self.stop_reason = "an empty retry budget"
@@ -331,7 +338,7 @@ class _Attempts:
         key_name = self.operation.key_name
         resend = f"resend with the same {key_name} to settle it" if key_name else "check its state"
         return OutcomeUnknownError(
-            f"{self.operation.name}: outcome unknown after {self.count} attempts "
+            f"{self.operation.name}: outcome unknown after {_attempts(self.count)} "
             f"(stopped by {self.stop_reason}); {resend}",
             tracking_id=self.key,
             attempts=self.count,

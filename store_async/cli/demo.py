@@ -178,7 +178,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
         # disable=None: a bar on a terminal only, so logs and pipes stay clean.
         progress = tqdm(
             total=args.count,
-            unit="consume",
+            unit=" consumes",
             file=sys.stderr,
             dynamic_ncols=True,
             disable=True if args.no_progress else None,
