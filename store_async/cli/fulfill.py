@@ -126,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         ssl_context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "strerror", None) or "not a PEM CA certificate bundle"
+        # ssl.SSLError is an OSError too, with OpenSSL's words as its strerror.
+        reason = (
+            "not a PEM CA certificate bundle"
+            if isinstance(error, ssl.SSLError)
+            else error.strerror or str(error)
+        )
         print(f"store-async fulfill: --ca-file {args.ca_file}: {reason}", file=sys.stderr)
         return int(ExitCode.USAGE)
     try:
