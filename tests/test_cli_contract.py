@@ -432,3 +432,40 @@ async def test_a_client_hanging_up_mid_request_is_one_line_not_a_traceback() -> 
     assert hang_ups == [
         "store-async emulator: a client (127.0.0.1) hung up mid-request: Connection reset by peer"
     ]
+
+
+# -- messages: plurals, integer counters ---------------------------------------------------------
+
+
+async def test_one_attempt_is_singular() -> None:
+    from store_async import ConsumeRequest, OutcomeUnknownError, RetryPolicy, StoreClient
+    from store_async.emulator import StoreEmulator
+    from store_async.models import UserIdentity
+
+    plan = FaultPlan(script={"consume": [FaultKind.DROP_AFTER_COMMIT]})
+    async with StoreEmulator(faults=plan, auto_create=True) as emulator:
+        user = UserIdentity(identity_value="u", local_ticket_reference="r")
+        request = ConsumeRequest.for_item(user, "item-1")
+        async with StoreClient(
+            emulator.credential(), endpoints=emulator.endpoints, retry=RetryPolicy(attempts=1)
+        ) as store:
+            with pytest.raises(OutcomeUnknownError) as raised:
+                await store.consume(request)
+    assert raised.value.attempts == 1
+    assert "outcome unknown after 1 attempt (stopped by 1 attempt);" in str(raised.value)
+
+
+async def test_progress_counters_are_integers_not_engineering_notation() -> None:
+    import io
+
+    from store_async.fulfillment import FulfillmentStats
+    from store_async.fulfillment.progress import ProgressBar
+
+    stats = FulfillmentStats(done=20_000, already_done=5, failed=100_000, pending=2)
+    output = io.StringIO()
+    async with ProgressBar(lambda: stats, file=output, enabled=True):
+        pass
+    final = output.getvalue().rsplit("\r", 1)[-1]
+    assert final.startswith("120007 lines [")
+    assert " lines/s, " in final
+    assert final.rstrip().endswith("done=20005, pending=2, failed=100000, rejected=0, in_flight=0]")
