@@ -20,7 +20,10 @@ The service error body records :class:`ServiceError` and :class:`InnerError` liv
 """
 
 from store_async.errors import InnerError, ServiceError
-from store_async.models._checks import CALLER_KEY_NAMESPACE, guid_for_caller_key
+
+# Helpers, not records (``__all__`` lists the records): importable from here.
+from store_async.models._checks import CALLER_KEY_NAMESPACE as CALLER_KEY_NAMESPACE
+from store_async.models._checks import guid_for_caller_key as guid_for_caller_key
 from store_async.models.business import OfflineLicense, ProductKey
 from store_async.models.consume import ConsumeRequest, ConsumeResult
 from store_async.models.identities import IdentityV6, ProductSkuId, UserIdentity
@@ -29,7 +32,6 @@ from store_async.models.purchase import ClientContext, GrantRequest, Order, Orde
 from store_async.models.query import CollectionItem, QueryRequest, QueryResult
 
 __all__ = [
-    "CALLER_KEY_NAMESPACE",
     "ClientContext",
     "CollectionItem",
     "ConsumeRequest",
@@ -48,5 +50,4 @@ __all__ = [
     "QueryResult",
     "ServiceError",
     "UserIdentity",
-    "guid_for_caller_key",
 ]
