@@ -181,7 +181,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
             unit=" consumes",
             file=sys.stderr,
             dynamic_ncols=True,
-            disable=True if args.no_progress else None,
+            disable=True if args.no_progress or args.quiet else None,
         )
         started = time.perf_counter()
         work = [
