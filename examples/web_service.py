@@ -56,8 +56,10 @@ from store_async import (
 STORE: Final = web.AppKey("store", StoreClient)
 RETRY_AFTER: Final = 1  # seconds a caller waits before sending the same order again
 
-# The user's Store ID key is the user's own, not the app's: a refusal of it is the caller's 401.
-_USER_KEY_CODES: Final = frozenset({"AuthenticationTokenInvalid", "PartnerAadTicketRequired"})
+# A 401 about the user's Store ID key (expired, revoked, made for another client id) is the
+# caller's to fix: by then the client has already resent once with a fresh access token of ours.
+# PartnerAadTicketRequired (no access token at all) is this service's own problem.
+_USER_KEY_CODES: Final = frozenset({"AuthenticationTokenInvalid", "InconsistentClientId"})
 
 
 def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
