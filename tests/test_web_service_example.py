@@ -18,7 +18,20 @@ import orjson
 import pytest
 from aiohttp import web
 
-from store_async import ClientHooks
+from store_async import (
+    AuthenticationError,
+    ClientHooks,
+    ConflictError,
+    FailureKind,
+    InvalidRequestError,
+    NotFoundError,
+    OutcomeUnknownError,
+    ServiceUnavailableError,
+    StoreError,
+    ThrottledError,
+    TransportError,
+    ValidationError,
+)
 from store_async.emulator import FaultPlan, StoreEmulator
 from store_async.models import guid_for_caller_key
 
@@ -156,3 +169,26 @@ async def test_bad_requests_get_400_without_calling_the_store(body: bytes, statu
         finally:
             await runner.cleanup()
         assert sum(emulator.stats.requests.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "retry_after"),
+    [
+        (OutcomeUnknownError("x", idempotency_key="k", attempts=3), 503, "1"),
+        (ThrottledError("x", status=429, retry_after=7.0), 503, "7"),
+        (ServiceUnavailableError("x", status=503), 503, "1"),
+        (TransportError("x", kind=FailureKind.MAYBE_APPLIED), 503, "1"),
+        (AuthenticationError("x", status=401, inner_code="AuthenticationTokenInvalid"), 401, None),
+        (AuthenticationError("x", status=401, inner_code="InconsistentClientId"), 401, None),
+        (AuthenticationError("x", status=401, inner_code="PartnerAadTicketRequired"), 500, None),
+        (InvalidRequestError("x", status=400), 400, None),
+        (ValidationError("x"), 400, None),
+        (NotFoundError("x", status=404), 404, None),
+        (ConflictError("x", status=409), 409, None),
+    ],
+)
+def test_each_error_has_one_answer(error: StoreError, status: int, retry_after: str | None) -> None:
+    answer = load_example().answer_for(error)
+    assert answer.status == status
+    assert answer.headers.get("Retry-After") == retry_after
+    assert orjson.loads(answer.body)["error"]
