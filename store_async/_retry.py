@@ -219,7 +219,9 @@ class Call(Generic[T]):
         if self.resend_401:
             return False
         if self.count - (1 if self.resent_401 else 0) >= self.max_attempts:
-            self.stop_reason = f"{self.max_attempts} attempts"
+            self.stop_reason = (
+                "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
+            )
             return True
         if not retrier.budget.try_withdraw():
             self.stop_reason = "an empty retry budget"

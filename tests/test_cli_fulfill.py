@@ -241,7 +241,7 @@ def test_a_bad_file_gets_precise_line_errors_and_every_valid_line_is_fulfilled(
     lines = done.stdout.splitlines()
     assert lines[0].startswith(
         "9 fulfillments: 3 done, 0 already done, 1 failed (0 in earlier runs), 0 pending, "
-        "1 duplicate lines, 4 rejected lines, in "
+        "1 duplicate line, 4 rejected lines, in "
     )
     assert lines[1:] == [
         "  line 9: key 'order-9' failed: InvalidRequestError: HTTP 400: The item is not a "

@@ -196,10 +196,10 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
         # disable=None: a bar on a terminal only, so logs and pipes stay clean.
         progress = tqdm(
             total=args.count,
-            unit="consume",
+            unit=" consumes",
             file=sys.stderr,
             dynamic_ncols=True,
-            disable=True if args.no_progress else None,
+            disable=True if args.no_progress or args.quiet else None,
         )
         started = time.perf_counter()
         prefix = f"demo-{uuid.uuid4().hex[:8]}" if args.journal else "demo"

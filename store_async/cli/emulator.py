@@ -7,6 +7,13 @@ accepts (the ``--token`` value when given), so scripts can read exactly two line
     http://127.0.0.1:8080
     emulator-dev-...
 
+With ``--json`` the first line is instead one JSON object, for scripts that want more than two
+values: ``url``, ``token``, ``tenantId``, ``clientId``, ``clientSecret``, ``authority``,
+``caFile`` (``null`` without ``--tls``), ``seed``, and ``storeIdKeys`` (``{user: {"collections":
+key, "purchase": key}}`` for each ``--key-for USER``)::
+
+    $ store-async emulator --port 0 --json --key-for user-1 | head -1 | jq -r .url
+
 Consumables are created on first consume (``auto_create``), so ``store-async fulfill`` and load
 tests can target it without seeding. With ``--tls`` the CA certificate's path is printed on
 stderr (trust it, or pass it to azure-identity as ``connection_verify``).
@@ -16,10 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from store_async.cli._arguments import integer, real
+
+if TYPE_CHECKING:
+    from store_async.emulator import StoreEmulator
 
 __all__ = ["configure", "run"]
 
@@ -48,7 +62,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=None,
-        help="the development bearer token to accept (random when absent)",
+        help="the development bearer token to accept (random when absent; an argument is "
+        "visible to other local users in `ps`)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (url, token, tenant, client id and secret, authority, CA "
+        "file, seed, Store ID keys) as the first line instead of the URL and token lines",
+    )
+    parser.add_argument(
+        "--key-for",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="with --json: also mint a collections and a purchase Store ID key for USER "
+        "(repeatable)",
     )
     parser.add_argument(
         "--strict-keys",
@@ -58,7 +87,57 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
+    if args.key_for and not args.json:
+        print("store-async emulator: --key-for needs --json", file=sys.stderr)
+        return 1
+    hang_ups, handler = _HangUps(), logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.ERROR if args.quiet else logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(hang_ups)
+    server_log.addHandler(handler)
+    server_log.propagate = False
+    try:
+        return asyncio.run(_serve(args))
+    finally:
+        server_log.removeFilter(hang_ups)
+        server_log.removeHandler(handler)
+        server_log.propagate = True
+
+
+class _HangUps(logging.Filter):
+    """A client that hangs up mid-request is routine for a server (a timeout, a cancelled
+    task, a killed load generator): one line, not aiohttp's "Error handling request" traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ConnectionError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "store-async emulator: a client (%s) hung up mid-request: %s"
+            record.args = (peer, error.strerror or type(error).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _document(emulator: StoreEmulator, args: argparse.Namespace) -> dict[str, Any]:
+    """What ``--json`` prints: everything a script needs to call this emulator."""
+    return {
+        "url": emulator.url,
+        "token": emulator.dev_token,
+        "tenantId": emulator.tenant_id,
+        "clientId": emulator.client_id,
+        "clientSecret": emulator.client_secret,
+        "authority": emulator.authority,
+        "caFile": emulator.ca_file if args.tls else None,
+        "seed": emulator.fault_seed,
+        "storeIdKeys": {
+            user: {
+                kind: emulator.mint_store_id_key(user, kind) for kind in ("collections", "purchase")
+            }
+            for user in args.key_for
+        },
+    }
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -89,7 +168,10 @@ async def _serve(args: argparse.Namespace) -> int:
             )
             return 1
         try:
-            sys.stdout.write(f"{emulator.url}\n{emulator.dev_token}\n")
+            if args.json:
+                sys.stdout.write(orjson.dumps(_document(emulator, args)).decode() + "\n")
+            else:
+                sys.stdout.write(f"{emulator.url}\n{emulator.dev_token}\n")
             sys.stdout.flush()
             print(
                 f"store-async emulator: tenant {emulator.tenant_id}, client {emulator.client_id}, "

@@ -7,8 +7,13 @@ key wins) and works leases until no row of the journal is workable. Its exit cod
 for the whole journal. Give the password in ``PGPASSWORD`` or a passfile, not in the DSN: a
 command line is visible to every local user (``ps``).
 
-Exit codes: 0 all done; 2 some failed permanently (or input lines were rejected); 3 some still
-pending, or the run was stopped (run the same command again); 1 usage or configuration error.
+Exit codes: 0 all done; 1 usage or configuration error (nothing sent); 2 some failed
+permanently; 3 some still pending, or the run was stopped (run the same command again); 4 every
+well-formed line was done but malformed lines were skipped (fix them, run again).
+
+``INPUT.jsonl`` may be ``-``: the lines are read from standard input. ``--report FILE`` is
+checked (opened) before any work; ``--report -`` writes the JSON report to stdout and the
+human-readable summary to stderr.
 
 SIGINT or SIGTERM stops taking new work, gives in-flight calls ``--grace`` seconds, commits the
 journal and exits (a second signal cancels the in-flight calls at once; they stay pending).
@@ -21,8 +26,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
-from typing import Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn
 
 import orjson
 
@@ -60,7 +66,9 @@ def exit_1_on_usage_errors(parser: argparse.ArgumentParser) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     exit_1_on_usage_errors(parser)
-    parser.add_argument("input", metavar="INPUT.jsonl", help="one fulfillment per line")
+    parser.add_argument(
+        "input", metavar="INPUT.jsonl", help="one fulfillment per line; - reads standard input"
+    )
     parser.add_argument(
         "--journal",
         required=True,
@@ -75,8 +83,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token",
-        help=f"bearer access token (or set {TOKEN_VARIABLE}); default: "
-        "azure-identity's DefaultAzureCredential",
+        help=f"bearer access token; prefer the {TOKEN_VARIABLE} environment variable: an "
+        "argument is visible to other local users in `ps` and lands in shell history; default: "
+        "azure-identity's DefaultAzureCredential (reads AZURE_* variables)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA certificate bundle for --endpoint and for DefaultAzureCredential's "
+        "token requests (a TLS emulator's CA); default: the system trust store (SSL_CERT_FILE)",
     )
     parser.add_argument(
         "--concurrency",
@@ -85,7 +100,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="calls in flight at most (default 64)",
     )
-    parser.add_argument("--report", metavar="FILE", help="also write the final report as JSON")
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the final report as JSON (- for stdout; the summary then goes to stderr)",
+    )
     parser.add_argument(
         "--grace",
         type=real(0.0),
@@ -121,8 +140,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.input):
-        print(f"store-async fulfill: no input file {args.input}", file=sys.stderr)
+    problem = _input_problem(args.input)
+    if problem:
+        print(f"store-async fulfill: {problem}", file=sys.stderr)
         return int(ExitCode.USAGE)
     endpoints = Endpoints.single(args.endpoint) if args.endpoint else Endpoints.production()
     if is_postgres_dsn(args.journal):
@@ -130,15 +150,56 @@ def run(args: argparse.Namespace) -> int:
 
         return run_worker(args, endpoints)
     try:
-        report = asyncio.run(_fulfill(args, endpoints))
-        _print_report(report)
-        if args.report:
-            with open(args.report, "wb") as file:
-                file.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+        ssl_context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+    except (OSError, ssl.SSLError) as error:
+        # ssl.SSLError is an OSError too, with OpenSSL's words as its strerror.
+        reason = (
+            "not a PEM CA certificate bundle"
+            if isinstance(error, ssl.SSLError)
+            else error.strerror or str(error)
+        )
+        print(f"store-async fulfill: --ca-file {args.ca_file}: {reason}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    try:
+        # Opened before any work: a report that cannot be written is a usage error now, not
+        # after an hour of fulfillment.
+        with _report_file(args.report) as report_file:
+            report = asyncio.run(_fulfill(args, endpoints, ssl_context))
+            summary = sys.stderr if args.report == "-" else sys.stdout
+            _print_report(report, summary)
+            if report_file is not None:
+                report_file.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+                report_file.write(b"\n")
+                report_file.flush()
     except OSError as error:  # unreadable input, unwritable report
-        print(f"store-async fulfill: {error.strerror}: {error.filename}", file=sys.stderr)
+        where = error.filename or args.report
+        print(f"store-async fulfill: {error.strerror or error}: {where}", file=sys.stderr)
         return int(ExitCode.USAGE)
     return int(report.exit_code)
+
+
+def _input_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the input, in words (``None``: it can)."""
+    if path == "-":
+        return None
+    if os.path.isdir(path):
+        return f"{path} is a directory; give a JSON Lines file (or - for standard input)"
+    if not os.path.exists(path):
+        return f"no input file {path}"
+    return None
+
+
+@contextlib.contextmanager
+def _report_file(path: str | None) -> Any:
+    if path is None:
+        yield None
+    elif path == "-":
+        yield sys.stdout.buffer
+    else:
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "--report is a directory", path)
+        with open(path, "wb") as file:
+            yield file
 
 
 def _credential(args: argparse.Namespace) -> Any:
@@ -147,10 +208,19 @@ def _credential(args: argparse.Namespace) -> Any:
         return StaticTokenCredential(token)
     from azure.identity.aio import DefaultAzureCredential
 
+    if args.ca_file:  # the token endpoint (an emulator's authority) is behind the same CA
+        return DefaultAzureCredential(connection_verify=args.ca_file)
     return DefaultAzureCredential()
 
 
-async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> FulfillmentReport:
+def _source(path: str) -> Any:
+    """The input lines: a file, or standard input for ``-``."""
+    return read_jsonl(sys.stdin.buffer if path == "-" else path)
+
+
+async def _fulfill(
+    args: argparse.Namespace, endpoints: Endpoints, ssl_context: ssl.SSLContext | None
+) -> FulfillmentReport:
     from store_async import StoreClient  # imported here: aiohttp loads only when used
 
     async with contextlib.AsyncExitStack() as stack:
@@ -160,10 +230,17 @@ async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> Fulfillmen
         credential = _credential(args)
         stack.push_async_callback(credential.close)
         client = await stack.enter_async_context(
-            StoreClient(credential, endpoints=endpoints, limit=max(100, args.concurrency))
+            StoreClient(
+                credential,
+                endpoints=endpoints,
+                limit=max(100, args.concurrency),
+                ssl_context=ssl_context,
+            )
         )
         progress = ProgressBar(
-            lambda: fulfiller.stats, args.input, enabled=False if args.no_progress else None
+            lambda: fulfiller.stats,
+            None if args.input == "-" else args.input,
+            enabled=False if args.no_progress or args.quiet else None,
         )
         fulfiller = Fulfiller(
             client,
@@ -180,7 +257,7 @@ async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> Fulfillmen
             loop.add_signal_handler(signum, fulfiller.stop, f"{name} received")
             stack.callback(loop.remove_signal_handler, signum)
         async with progress:
-            return await fulfiller.run(read_jsonl(args.input))
+            return await fulfiller.run(_source(args.input))
 
 
 def _live_rejections(progress: ProgressBar) -> Any:
@@ -197,11 +274,14 @@ def _live_rejections(progress: ProgressBar) -> Any:
     return show
 
 
-def _print_report(report: FulfillmentReport) -> None:
-    print(report.summary())
+def _print_report(report: FulfillmentReport, out: IO[str]) -> None:
+    print(report.summary(), file=out)
     for row in report.failures[:LISTED_FAILURES]:
-        print(f"  {row}")
+        print(f"  {row}", file=out)
     more = report.failed + report.already_failed - min(len(report.failures), LISTED_FAILURES)
     if more > 0:
-        print(f"  ... and {more} more failed rows (--report FILE, or: store-async journal PATH)")
-    sys.stdout.flush()
+        print(
+            f"  ... and {more} more failed rows (--report FILE, or: store-async journal PATH)",
+            file=out,
+        )
+    out.flush()

@@ -98,13 +98,10 @@ class ProgressBar:
             return
         stats = self._stats()
         self._bar.update(stats.settled - self._bar.n)
-        self._bar.set_postfix(
-            {  # tqdm sorts keyword arguments; a dict keeps this order
-                "done": stats.done + stats.already_done,
-                "pending": stats.pending,
-                "failed": stats.failed + stats.already_failed,
-                "rejected": stats.rejected,
-                "in_flight": stats.in_flight,
-            },
+        # Formatted here: tqdm's own number format turns 20000 into "2e+4".
+        self._bar.set_postfix_str(
+            f"done={stats.done + stats.already_done}, pending={stats.pending}, "
+            f"failed={stats.failed + stats.already_failed}, rejected={stats.rejected}, "
+            f"in_flight={stats.in_flight}",
             refresh=True,
         )

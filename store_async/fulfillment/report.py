@@ -22,9 +22,21 @@ class ExitCode(enum.IntEnum):
     """Process exit codes of ``store-async fulfill`` (see :attr:`FulfillmentReport.exit_code`)."""
 
     ALL_DONE = 0
+    """Every line was done (in this run or an earlier one)."""
     USAGE = 1
+    """A usage or configuration error: nothing was sent."""
     FAILED = 2
+    """The Store refused some fulfillments for good."""
     PENDING = 3
+    """Some fulfillments are not settled: run the same command again."""
+    REJECTED = 4
+    """Every well-formed line was done, but some lines were malformed and skipped: fix them and
+    run again (done lines are skipped)."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 attempt"``, ``"2 attempts"``: a count with its noun (English ``-s`` plurals only)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @attrs.frozen(kw_only=True)
@@ -119,16 +131,20 @@ class FulfillmentReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """``PENDING`` (3) if anything is left to do (run again), else ``FAILED`` (2) if any line
-        failed or was rejected, else ``ALL_DONE`` (0).
+        """``PENDING`` (3) if anything is left to do (run again), else ``FAILED`` (2) if the Store
+        refused any line, else ``REJECTED`` (4) if malformed lines were skipped, else
+        ``ALL_DONE`` (0).
 
         Pending wins over failed: running again is needed to settle pending rows; the rerun then
-        reports the failures with code 2.
+        reports the failures with code 2. A rejected line never reached the Store, so it is not
+        "some failed": a script can tell "fix the input" (4) from "the Store said no" (2).
         """
         if self.pending or not self.complete:
             return ExitCode.PENDING
-        if self.failed or self.already_failed or self.rejected:
+        if self.failed or self.already_failed:
             return ExitCode.FAILED
+        if self.rejected:
+            return ExitCode.REJECTED
         return ExitCode.ALL_DONE
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,13 +176,15 @@ class FulfillmentReport:
     def summary(self) -> str:
         """A few human-readable lines."""
         lines = [
-            f"{self.total} fulfillments: {self.done} done, {self.already_done} already done, "
-            f"{self.failed + self.already_failed} failed ({self.already_failed} in earlier "
-            f"runs), {self.pending} pending, {self.duplicates} duplicate lines, "
-            f"{self.rejected} rejected lines, in {self.elapsed:.1f}s"
+            f"{plural(self.total, 'fulfillment')}: {self.done} done, {self.already_done} already "
+            f"done, {self.failed + self.already_failed} failed ({self.already_failed} in earlier "
+            f"runs), {self.pending} pending, {plural(self.duplicates, 'duplicate line')}, "
+            f"{plural(self.rejected, 'rejected line')}, in {self.elapsed:.1f} s"
         ]
         if self.stop_reason:
             lines.append(f"stopped early: {self.stop_reason}")
         if self.pending or not self.complete:
             lines.append("some fulfillments are not settled: run the same command again")
+        elif self.rejected and not (self.failed or self.already_failed):
+            lines.append("malformed lines were skipped: fix them and run the same command again")
         return "\n".join(lines)

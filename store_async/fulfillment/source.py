@@ -32,6 +32,7 @@ Memory is flat in the file size: lines are read a chunk at a time in a worker th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -229,7 +230,7 @@ def parse_line(
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        return LineError(line=line, message=f"invalid JSON: {error.msg} at column {error.colno}")
+        return LineError(line=line, message=_decode_problem(raw, error))
     if not isinstance(document, dict):
         return LineError(line=line, message=f"expected a JSON object, got {_json_type(document)}")
     key = document.get("key")
@@ -240,6 +241,19 @@ def parse_line(
         return LineError(line=line, message=str(error), key=key)
     except ValidationError as error:  # the records' own checks: they never repeat values
         return LineError(line=line, message=error.message, key=key)
+
+
+def _decode_problem(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """What is wrong with a line orjson refused. orjson reports bytes that are not UTF-8 as
+    "surrogates not allowed" (a message about Python strings): say what the file has instead."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"not UTF-8: byte 0x{raw[bad.start]:02x} at byte {bad.start + 1} "
+            "(save the file as UTF-8)"
+        )
+    return f"invalid JSON: {error.msg} at column {error.colno}"
 
 
 def _raw_lines(file: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None, bool]]:
@@ -290,17 +304,23 @@ def iter_jsonl(
 
 
 async def read_jsonl(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | IO[bytes],
     *,
     chunk_lines: int = 256,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> AsyncIterator[Fulfillment | LineError]:
     """Stream a JSON Lines file: disk reads run in a thread, ``chunk_lines`` lines at a time.
 
-    Raises :class:`OSError` if the file cannot be opened.
+    ``path`` may also be an open binary stream (``sys.stdin.buffer``), read to its end and left
+    open. Raises :class:`OSError` if the file cannot be opened.
     """
     identities: _Identities = {}
-    with open(path, "rb") as file:  # noqa: ASYNC230 - opening is instant; reads go to a thread
+    if isinstance(path, (str, os.PathLike)):
+        # Opening is instant; reads go to a thread.
+        opened: Any = open(path, "rb")  # noqa: ASYNC230, SIM115
+    else:
+        opened = contextlib.nullcontext(path)
+    with opened as file:
         lines = _raw_lines(file, max_line_bytes)
 
         def next_chunk() -> list[tuple[int, bytes | None, bool]]:

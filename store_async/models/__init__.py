@@ -20,6 +20,10 @@ The service error body records :class:`ServiceError` and :class:`InnerError` liv
 """
 
 from store_async.errors import InnerError, ServiceError
+
+# Helpers, not records (``__all__`` lists the records): importable from here.
+from store_async.models._checks import CALLER_KEY_NAMESPACE as CALLER_KEY_NAMESPACE
+from store_async.models._checks import guid_for_caller_key as guid_for_caller_key
 from store_async.models.business import OfflineLicense, ProductKey
 from store_async.models.consume import (
     ConsumeRequest,

@@ -33,10 +33,6 @@ _ANY_GUID: Final = re.compile(rf"(?:{_HYPHENATED}|\{{{_HYPHENATED}\}}|[0-9a-fA-F
 
 REDACTED: Final = "<redacted>"
 
-# The namespace of tracking ids derived from caller keys (uuid5), fixed for ever: changing it
-# would give every caller key a new tracking id, and the Store would apply it again.
-CALLER_KEY_NAMESPACE: Final = UUID("c200f89e-39f8-5bff-8c6f-d71b7d829a58")
-
 
 def redact(_value: object) -> str:
     """``repr`` of a secret attribute: never the value."""
@@ -57,13 +53,25 @@ def new_guid() -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
-def guid_for_caller_key(key: str) -> str:
-    """The tracking id of a caller key: a name-based (version 5) GUID, the same on every run.
+CALLER_KEY_NAMESPACE: Final = UUID("c200f89e-39f8-5bff-8c6f-d71b7d829a58")
+"""The namespace of :func:`guid_for_caller_key`: ``uuid5(NAMESPACE_URL,
+"https://store-async.invalid/idempotency-key")``. Fixed forever: changing it would change every
+derived idempotency key, and a resend after an upgrade would then apply twice."""
 
-    A caller key that is resubmitted after a crash without a journal still gets the same
-    tracking id, so the Store deduplicates it.
+
+def guid_for_caller_key(key: str) -> str:
+    """The idempotency key (a version 5 GUID) derived from a caller key such as ``"order-42"``.
+
+    The same caller key gives the same GUID in every process, on every machine, after every
+    restart: a web service that resends after a client disconnect, a crash or a retried HTTP
+    request sends the same idempotency key, and the Store settles it once (a random GUID per
+    attempt would look like a new fulfillment, and a conflicting one). So one caller key must
+    name one fulfillment: an order with three items needs three keys (``"order-42/item-1"``...).
+
+    :param key: the caller key, a non-blank string (compared exactly: case and spaces count).
+    :raises ValidationError: if ``key`` is not a non-blank string.
     """
-    return str(uuid5(CALLER_KEY_NAMESPACE, key))
+    return str(uuid5(CALLER_KEY_NAMESPACE, text(key, "key")))
 
 
 def guid(value: object, field: str) -> str:

@@ -46,8 +46,9 @@ class ConsumeRequest:
 
     - **by item**: ``item_id`` (from a query) and ``tracking_id``, a GUID you choose. Resending
       the same tracking id returns the same answer and never consumes twice, so it is safe to
-      retry forever. Build it with :meth:`for_item`, which generates the tracking id; persist the
-      request (or its :attr:`idempotency_key`) *before* sending it.
+      retry forever. Build it with :meth:`for_item`, which generates the tracking id (persist the
+      request, or its :attr:`idempotency_key`, *before* sending it) or derives it from your own
+      id with ``key="order-42"`` (nothing to persist: the same key gives the same tracking id).
     - **by transaction**: ``product_id`` and ``transaction_id`` (from a purchase receipt or a
       query). Build it with :meth:`for_transaction`.
 
@@ -143,12 +144,24 @@ class ConsumeRequest:
         beneficiary: UserIdentity,
         item_id: str,
         tracking_id: str | UUID | None = None,
+        *,
+        key: str | None = None,
     ) -> ConsumeRequest:
-        """Consume by item id, with a new random tracking id unless you pass one.
+        """Consume by item id, with a new random tracking id unless you pass one or a ``key``.
 
         Pass the tracking id you stored when resubmitting a request whose outcome is unknown.
+
+        :param key: your own id for this fulfillment (a caller key, e.g. an order id): the
+            tracking id is then derived from it
+            (:func:`~store_async.models.guid_for_caller_key`), the same on every resend, so a
+            web service needs no storage to resend safely. One key per consumable.
+        :raises ValidationError: for both ``tracking_id`` and ``key``, or a bad value.
         """
-        if tracking_id is None:
+        if key is not None:
+            if tracking_id is not None:
+                raise ValidationError("ConsumeRequest.for_item: give tracking_id or key, not both")
+            tracking_id = _checks.guid_for_caller_key(key)
+        elif tracking_id is None:
             tracking_id = _checks.new_guid()
         return cls(beneficiary=beneficiary, item_id=item_id, tracking_id=tracking_id)
 
