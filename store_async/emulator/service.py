@@ -21,7 +21,8 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
-from store_async.emulator.faults import FaultKind, FaultSequence
+from store_async.emulator import control
+from store_async.emulator.faults import FaultKind, FaultPlan, FaultSequence
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
 from store_async.emulator.state import StoreState
 from store_async.emulator.stats import ABORTED, EmulatorStats
@@ -102,7 +103,15 @@ class StoreService:
             app.router.add_post(path, self._route(endpoint, handler))
         if self.content_length_on_204:
             app.on_response_prepare.append(_content_length_zero)
+        control.register(app, self)  # /_emulator/...: keys, ledger, stats, faults
         return app
+
+    def replace_faults(self, plan: FaultPlan) -> FaultSequence:
+        """Put a new fault plan in force from the next request on (the control plane's PUT)."""
+        self.faults = sequence = plan.sequence()
+        retry_after = plan.retry_after
+        self._retry_after = str(int(retry_after)) if retry_after.is_integer() else str(retry_after)
+        return sequence
 
     def _route(self, endpoint: str, handler: Handler) -> Handler:
         async def serve(request: web.Request) -> web.StreamResponse:
