@@ -126,9 +126,10 @@ def _plot(
     for number, (name, values) in enumerate(series):
         colour = _COLOURS.get(name, "#495057")
         coordinates = " ".join(f"{scale_x(x):.1f},{scale_y(y):.1f}" for x, y in values)
+        dashes = ' stroke-dasharray="6 4"' if name == "target" else ""
         parts.append(
             f'<polyline class="series series-{html.escape(name)}" fill="none" '
-            f'stroke="{colour}" stroke-width="2" points="{coordinates}"/>'
+            f'stroke="{colour}" stroke-width="2"{dashes} points="{coordinates}"/>'
         )
         legend_y = _TOP + 14 + number * 18
         parts.append(
@@ -147,13 +148,14 @@ def _nines(percentile: float, last: float) -> float:
     return -math.log10(1 - percentile / 100)
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] = ()) -> str:
+    cells = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
+    head = f"<thead><tr>{cells}</tr></thead>" if header else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -257,7 +259,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                 x_ticks=nines_ticks,
             ),
             "<h2>Summary</h2>",
-            _table(summary, ("", "")),
+            _table(summary),
             "<h2>Outcomes</h2>",
             _table(outcomes, ("class", "calls")),
             "<h2>Operations</h2>",
