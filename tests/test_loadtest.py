@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("hdrh", reason="the loadtest extra (hdrhistogram) is not installed")
-
 from store_async.errors import ValidationError
 from store_async.loadtest import (
     OPERATIONS,

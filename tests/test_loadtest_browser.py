@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hdrh", reason="the loadtest extra (hdrhistogram) is not installed")
-
 LAUNCH = "import sys; from store_async.cli import main; sys.exit(main())"
 PLOTS = ("latency-over-time", "rate-over-time", "latency-by-percentile")
 MEASURE = """<script>

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hdrh", reason="the loadtest extra (hdrhistogram) is not installed")
-
 LAUNCH = "import sys; from store_async.cli import main; sys.exit(main())"
 RATE = 300
 DURATION = 6
