@@ -294,3 +294,28 @@ def test_the_html_page_is_self_contained_svg() -> None:
     assert "<script" not in page
     assert "src=" not in page
     assert "href=" not in page
+
+
+@pytest.mark.slow
+def test_consume_v8_is_one_registry_entry_when_the_client_has_it(tmp_path: Path) -> None:
+    if "consume-v8" not in OPERATIONS:
+        pytest.skip("ConsumeRequest.for_quantity (the v8 surface, issue 9) is not merged yet")
+    result = loadtest(
+        "--rate", "40", "--duration", "1", "--users", "3", "--operation", "consume-v8",
+        "--report", str(tmp_path / "v8.json"), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "v8.json").read_text())
+    assert report["outcomes"] == {"ok": 40}
+    assert report["audit"]["applied"] == report["audit"]["successful_writes"] == 40
+    assert report["audit"]["ok"] is True
+
+
+def test_secrets_stay_out_of_the_generator_spec_repr() -> None:
+    from store_async.loadtest.generator import GeneratorSpec
+
+    spec = GeneratorSpec(
+        url="http://127.0.0.1:1", token="secret-token", users=(("secret-key", None, "ref"),),
+        operations={"consume": 1}, rate=1, duration=1,
+    )  # fmt: skip
+    assert "secret" not in repr(spec)

@@ -30,6 +30,7 @@ Bad input is answered ``400`` with ``{"error": "..."}``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -184,10 +185,7 @@ class _Control:
                 "requests": sum(store_requests.values()),
                 "requests_by_endpoint": store_requests,
                 "applied": ledger.total,
-                "applied_by_kind": {
-                    "consume": ledger.count("consume"),
-                    "grant": ledger.count("grant"),
-                },
+                "applied_by_kind": dict(Counter(entry.kind for entry in ledger)),
                 "duplicates": ledger.duplicates(),
             }
         )

@@ -84,8 +84,8 @@ class GeneratorSpec:
     """Everything one generator process needs (picklable: it crosses to spawned processes)."""
 
     url: str
-    token: str | None
-    users: tuple[tuple[str, str | None, str], ...]
+    token: str | None = field(repr=False)  # secrets stay out of reprs and tracebacks
+    users: tuple[tuple[str, str | None, str], ...] = field(repr=False)
     """``(collections key or user id, purchase key, local ticket reference)`` per user."""
     operations: dict[str, float]
     rate: float

@@ -95,9 +95,18 @@ async def _grant(store: StoreClient, user: LoadUser, tag: str) -> object:
     return await store.grant_free_product(request)
 
 
+async def _consume_v8(store: StoreClient, user: LoadUser, tag: str) -> object:
+    # One unit of a store-managed consumable per call, a new tracking id each time (the
+    # emulator gives each user a large balance of it on first sight).
+    for_quantity = ConsumeRequest.for_quantity  # type: ignore[attr-defined,unused-ignore]
+    return await store.consume(for_quantity(user.identity, V8_PRODUCT_ID, 1))
+
+
 register(OperationSpec("consume", _consume_v6, "collections", True, "v6 consume by item (default)"))
 register(OperationSpec("query", _query, "collections", False, "v6 collections query, one page"))
 register(OperationSpec("grant", _grant, "purchase", True, "grant a free product (new order id)"))
+if hasattr(ConsumeRequest, "for_quantity"):  # the v8 surface (issue 9), once the client has it
+    register(OperationSpec("consume-v8", _consume_v8, "collections", True, "v8 consume, 1 unit"))
 
 
 # -- mixes ---------------------------------------------------------------------------------

@@ -39,14 +39,22 @@ class ControlPlane:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return json.loads(answer.read())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            raise StoreError(
+                f"the emulator's control plane answered HTTP {error.code} to {method} {path}"
+            ) from None
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or type(error).__name__
+            raise StoreError(f"no emulator control plane at {self.url}: {reason}") from None
 
     def available(self) -> bool:
         """Whether the endpoint has a control plane (it is one of our emulators)."""
         try:
             self._call("GET", "stats")
-        except (OSError, ValueError):
+        except StoreError:
             return False
         return True
 
