@@ -319,3 +319,39 @@ def test_secrets_stay_out_of_the_generator_spec_repr() -> None:
         operations={"consume": 1}, rate=1, duration=1,
     )  # fmt: skip
     assert "secret" not in repr(spec)
+
+
+def test_progress_shows_one_line_summed_over_processes() -> None:
+    import io
+
+    from store_async.loadtest.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream, Schedule(100, 10), processes=2)
+    snapshot = {"second": 3, "started": 150, "in_flight": 4, "errors": 1, "late_starts": 0,
+                "p99_ms": 12.5, "cpu": 0.25}  # fmt: skip
+    progress.update({**snapshot, "index": 0})
+    assert stream.getvalue() == ""  # waits for every process's snapshot of the second
+    progress.update({**snapshot, "index": 1, "p99_ms": 20.0})
+    progress.close()
+    line = stream.getvalue()
+    assert line.startswith("\r[   3/10 s] started 300 of 1,000  in flight 8  errors 2  late 0")
+    assert "p99 20.0 ms  cpu 50%" in line
+    assert line.endswith("\n")
+    silent = Progress(None, Schedule(100, 10), processes=1)
+    silent.update({**snapshot, "index": 0})
+    silent.close()
+
+
+def test_bad_key_files_and_bad_parts_exit_1_with_the_reason(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.jsonl"
+    keys.write_text('{"collections": "k1"}\nnot json\n')
+    result = loadtest("--rate", "5", "--duration", "1", "--keys", str(keys), timeout=60)
+    assert result.returncode == 1
+    assert f"{keys} line 2: expected" in result.stderr
+    part = tmp_path / "part.json"
+    part.write_text('{"calls": 3}')
+    result = loadtest("merge", str(part), timeout=60)
+    assert result.returncode == 1
+    assert "part 1 is not a store-async-loadtest/1 report" in result.stderr
+    assert "Traceback" not in result.stderr
