@@ -82,6 +82,7 @@ def main() -> None:
         print(f"{'rate/s':>7} {'procs':>5} {'p50 ms':>20} {'p99 ms':>22} {'achieved/s':>24} "
               f"{'late starts':>18} {'CPU µs/call':>18}")  # fmt: skip
         limits: dict[int, float] = {}
+        best_round: dict[int, float] = {}
         for rate in rates:
             runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
             for _ in range(args.rounds):
@@ -104,10 +105,13 @@ def main() -> None:
                 )
                 if max(late) == 0 and all(50 <= value <= 55 for value in p50):
                     limits[processes] = max(limits.get(processes, 0.0), rate)
+                if any(n == 0 and 50 <= v <= 55 for n, v in zip(late, p50, strict=True)):
+                    best_round[processes] = max(best_round.get(processes, 0.0), rate)
         for processes in (1, 2):
             print(
                 f"highest rate with late_starts = 0 and p50 within 50-55 ms, {processes} "
-                f"process(es): {limits.get(processes, 0):,.0f}/s (of the rates tried)"
+                f"process(es): {limits.get(processes, 0):,.0f}/s in every round, "
+                f"{best_round.get(processes, 0):,.0f}/s in at least one (of the rates tried)"
             )
     finally:
         server.terminate()

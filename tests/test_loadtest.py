@@ -355,3 +355,14 @@ def test_bad_key_files_and_bad_parts_exit_1_with_the_reason(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "part 1 is not a store-async-loadtest/1 report" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_per_second_targets_count_the_calls_due_in_each_second() -> None:
+    schedule = Schedule(100, 2, [Stage(4, 300), Stage(1.5, 0)])
+    times = [schedule.time_of(n) for n in range(schedule.count)]
+    for second in range(8):
+        expected = sum(1 for t in times if second <= t < second + 1)
+        due = schedule.count_before(second + 1) - schedule.count_before(second)
+        assert abs(due - expected) <= 1, (second, due, expected)
+    assert schedule.count_before(0) == 0
+    assert schedule.count_before(100) == schedule.count

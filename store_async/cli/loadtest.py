@@ -158,11 +158,11 @@ def run(args: argparse.Namespace) -> int:
         if args.rate is None or args.duration is None:
             return _fail("--rate and --duration are required")
         token = args.token or os.environ.get(TOKEN_VARIABLE)
-        credential: Any = None
+        factory: Any = None
         if args.endpoint and token is None:
             from azure.identity.aio import DefaultAzureCredential
 
-            credential = DefaultAzureCredential()
+            factory = DefaultAzureCredential  # made in each generator's own loop
         test = LoadTest(
             rate=args.rate,
             duration=args.duration,
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         test.check()
         _check_writable(args.report, args.html)
         stream = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
-        report = run_load_test(test, progress_stream=stream, credential=credential)
+        report = run_load_test(test, progress_stream=stream, credential_factory=factory)
     _print_summary(report)
     if args.report:
         data = orjson.dumps(report, option=orjson.OPT_INDENT_2)

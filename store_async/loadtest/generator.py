@@ -100,7 +100,9 @@ class GeneratorSpec:
     seed: int = 0
     tag: str = "run"
     drain_seconds: float = 60.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    credential_factory: Callable[[], Any] | None = None
+    """Makes the azure-identity credential in the generator's own loop when there is no token
+    (a class such as ``DefaultAzureCredential``: picklable, so it reaches spawned processes)."""
 
     def schedule(self) -> Schedule:
         return Schedule(self.rate, self.duration, [Stage(d, r) for d, r in self.stages])
@@ -137,13 +139,12 @@ async def run_generator(
     *,
     start_at: float,
     on_second: Callable[[dict[str, Any]], None] | None = None,
-    credential: Any = None,
 ) -> Recorder:
     """Run one generator's share of the schedule; returns what it measured.
 
     :param start_at: the run's start as ``time.time()`` (shared by every process).
     :param on_second: called once a second with a small progress snapshot.
-    :param credential: an azure-identity credential (default: ``spec.token``, static).
+    :raises StoreError: neither a token nor a credential factory was given.
     """
     recorder = Recorder()
     counters = recorder.counters
@@ -153,10 +154,12 @@ async def run_generator(
         for key, purchase, ref in spec.users
     ]
     mix = Mix(spec.operations, seed=spec.seed * 1_000_003 + spec.index)
-    if credential is None:
-        if spec.token is None:
-            raise StoreError("a token or a credential is needed")
-        credential = StaticTokenCredential(spec.token)
+    if spec.token is not None:
+        credential: Any = StaticTokenCredential(spec.token)
+    elif spec.credential_factory is not None:
+        credential = spec.credential_factory()
+    else:
+        raise StoreError("a token or a credential factory is needed")
     counting = _CountingCredential(credential, counters)
 
     def attempt_ended(event: AttemptFinished) -> None:
@@ -302,4 +305,5 @@ async def run_generator(
         counters["wall_s"] = loop.time() - t0
         stop.set()
         await asyncio.gather(*helpers)
+    await credential.close()  # the client never closes a credential it did not create
     return recorder

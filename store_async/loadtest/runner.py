@@ -101,14 +101,10 @@ def _users(test: LoadTest, control: ControlPlane | None) -> tuple[tuple[str, str
 
 def _targets_by_second(schedule: Schedule) -> dict[int, float]:
     """Scheduled calls in each second of the run."""
-    counts: dict[int, float] = {}
-    for second in range(math.ceil(schedule.duration)):
-        counts[second] = 0.0
-    number = 0
-    while number < schedule.count:
-        counts[int(schedule.time_of(number))] = counts.get(int(schedule.time_of(number)), 0) + 1
-        number += 1
-    return counts
+    return {
+        second: float(schedule.count_before(second + 1) - schedule.count_before(second))
+        for second in range(math.ceil(schedule.duration))
+    }
 
 
 def quiet_library_logs() -> None:
@@ -198,13 +194,14 @@ def run_load_test(
     test: LoadTest,
     *,
     progress_stream: TextIO | None = None,
-    credential: Any = None,
+    credential_factory: Callable[[], Any] | None = None,
     on_target: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``test`` to the end and return its report (see :mod:`store_async.loadtest.report`).
 
     :param progress_stream: where live progress goes (a terminal); ``None``: nowhere.
-    :param credential: an azure-identity credential for ``endpoint`` (instead of a token).
+    :param credential_factory: makes an azure-identity credential for ``endpoint`` when there
+        is no token, in each generator process (``DefaultAzureCredential``, the class).
     :param on_target: told the target's base URL once it is known.
     :raises ValidationError: a bad setting.
     :raises StoreError: the target or a generator process failed.
@@ -221,8 +218,8 @@ def run_load_test(
             if not control.available():
                 control = None
             target = url
-            if token is None and credential is None and test.processes > 1:
-                raise ValidationError("--processes > 1 needs --token (credentials cannot cross)")
+            if token is None and credential_factory is None:
+                raise ValidationError("a target endpoint needs a token or a credential factory")
         if on_target is not None:
             on_target(url)
         users = _users(test, control)
@@ -245,6 +242,7 @@ def run_load_test(
                 seed=test.seed,
                 tag=tag,
                 drain_seconds=test.drain_seconds,
+                credential_factory=credential_factory,
             )
             for index in range(test.processes)
         ]
@@ -252,9 +250,7 @@ def run_load_test(
         if test.processes == 1:
             start_at = time.time() + _START_LEAD
             recorder = asyncio.run(
-                run_generator(
-                    specs[0], start_at=start_at, on_second=progress.update, credential=credential
-                )
+                run_generator(specs[0], start_at=start_at, on_second=progress.update)
             )
         else:
             recorder, start_at = _run_processes(specs, progress, stack)

@@ -99,6 +99,16 @@ class Schedule:
                 return piece.start + _time_within(piece, target - piece.before)
         raise AssertionError("unreachable: a schedule has at least one piece")  # pragma: no cover
 
+    def count_before(self, offset: float) -> int:
+        """How many calls are due before ``offset`` seconds (for per-second targets)."""
+        for piece in self._pieces:
+            if offset < piece.start + piece.duration:
+                t = max(0.0, offset - piece.start)
+                slope = (piece.rate_to - piece.rate_from) / piece.duration
+                due = piece.before + piece.rate_from * t + slope * t * t / 2
+                return min(self.count, max(0, math.ceil(due - 1e-9)))
+        return self.count
+
     def rate_at(self, offset: float) -> float:
         """The scheduled rate at ``offset`` seconds (for plots)."""
         for piece in self._pieces:
