@@ -17,6 +17,10 @@ key, "purchase": key}}`` for each ``--key-for USER``)::
 Consumables are created on first consume (``auto_create``), so ``store-async fulfill`` and load
 tests can target it without seeding. With ``--tls`` the CA certificate's path is printed on
 stderr (trust it, or pass it to azure-identity as ``connection_verify``).
+
+``store-async emulator mint-key USER [--kind collections|purchase] --url URL`` asks a running
+emulator's control plane (``POST /_emulator/keys``) for a Store ID key it accepts and prints the
+key alone, for shells: ``KEY=$(store-async emulator mint-key alice --url $URL)``.
 """
 
 from __future__ import annotations
@@ -84,9 +88,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept only Store ID keys minted by the emulator as identity values",
     )
+    _configure_mint_key(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None) == "mint-key":
+        return _mint_key(args)
     if args.key_for and not args.json:
         print("store-async emulator: --key-for needs --json", file=sys.stderr)
         return 1
@@ -138,6 +145,58 @@ def _document(emulator: StoreEmulator, args: argparse.Namespace) -> dict[str, An
             for user in args.key_for
         },
     }
+
+
+# -- mint-key: a Store ID key from a running emulator's control plane -------------------------
+
+
+def _configure_mint_key(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    mint = actions.add_parser(
+        "mint-key",
+        help="print a Store ID key that a running emulator accepts (its control plane)",
+        description="Ask a running emulator (POST /_emulator/keys) for a Store ID key and "
+        "print it alone on stdout. The key is a secret of the test user: keep it out of logs.",
+    )
+    mint.add_argument("user", metavar="USER", help="the emulator's user id")
+    mint.add_argument(
+        "--kind",
+        choices=("collections", "purchase"),
+        default="collections",
+        help="collections (consume, query) or purchase (grant) key (collections)",
+    )
+    mint.add_argument("--url", required=True, help="the emulator's base URL (its first line)")
+
+
+def _mint_key(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"userId": args.user, "kind": args.kind}).encode()
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/_emulator/keys",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            key = json.loads(answer.read())["key"]
+    except urllib.error.HTTPError as error:
+        print(
+            f"store-async emulator mint-key: the emulator answered HTTP {error.code}",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = getattr(error, "reason", None) or type(error).__name__
+        print(
+            f"store-async emulator mint-key: no emulator at {args.url}: {reason}", file=sys.stderr
+        )
+        return 1
+    print(key)
+    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -28,8 +28,14 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
-from store_async.emulator import v8_routes
-from store_async.emulator.faults import FaultKind, FaultSequence, RawAnswer, register_endpoint
+from store_async.emulator import control, v8_routes
+from store_async.emulator.faults import (
+    FaultKind,
+    FaultPlan,
+    FaultSequence,
+    RawAnswer,
+    register_endpoint,
+)
 from store_async.emulator.hanging import HangingRequests
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
 from store_async.emulator.request_log import LoggedRequest, RequestLog
@@ -143,7 +149,14 @@ class StoreService:
             app.router.add_route(route.method, route.path, self._route(route))
         if self.content_length_on_204:
             app.on_response_prepare.append(_content_length_zero)
+        control.register(app, self)  # /_emulator/...: keys, ledger, stats, faults
         return app
+
+    def replace_faults(self, plan: FaultPlan) -> FaultSequence:
+        """Put a new fault plan in force from the next request on (the control plane's PUT)."""
+        sequence = plan.sequence()
+        self.set_faults(sequence)
+        return sequence
 
     def _route(self, route: Route) -> Handler:
         handler, endpoint, fields = route.handler, route.endpoint, route.key_fields
