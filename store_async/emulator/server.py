@@ -27,6 +27,7 @@ from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.limits import UserLimits
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
 from store_async.emulator.state import StoreState
@@ -69,6 +70,9 @@ class StoreEmulator(Seeding):
     - ``wire_variants``: answer with the documentation's alternative spellings
       (``createdtime``, ``devofferId``, ``Title``) instead of its example's.
     - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
+    - ``user_limit``: per-user rate limits like the Store's, as ``(ops, seconds)`` (queries get
+      half) or a :class:`~store_async.emulator.limits.UserLimits` (e.g. with a test clock);
+      ``None`` (default): unlimited. See :attr:`user_limits`.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class StoreEmulator(Seeding):
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
         wire_variants: bool = False,
         content_length_on_204: bool = True,
+        user_limit: tuple[int, float] | UserLimits | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {port}")
@@ -131,6 +136,11 @@ class StoreEmulator(Seeding):
             content_length_on_204=content_length_on_204,
         )
         self._url: str | None = None
+        if user_limit is not None and not isinstance(user_limit, UserLimits):
+            user_limit = UserLimits(*user_limit)
+        self.user_limits: UserLimits | None = user_limit
+        """The per-user rate limits (``throttled``/``admitted`` count by user), if any."""
+        self._service.limits = user_limit
 
     # -- lifecycle -----------------------------------------------------------------------
 
