@@ -19,7 +19,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from store_async.cli._arguments import integer, real
+from store_async.cli._arguments import integer, real, user_rate
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import (
@@ -31,6 +31,7 @@ from store_async.fulfillment import (
     read_jsonl,
 )
 from store_async.fulfillment.progress import ProgressBar
+from store_async.pacing import STORE_USER_RATE, UserRate
 
 __all__ = ["configure", "exit_1_on_usage_errors", "run"]
 
@@ -96,6 +97,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="journal durability: full survives power loss (default), normal only crashes",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--user-rate",
+        type=user_rate,
+        default=_STORE_DEFAULT,
+        metavar="OPS/SECONDS",
+        help="pace each user to at most OPS calls in any SECONDS, or 'off' (default: 200/300, "
+        "the Store's limit, against Microsoft's hosts; off with --endpoint)",
+    )
+
+
+_STORE_DEFAULT: Final = object()  # --user-rate not given: decided by the endpoint (not a str:
+# argparse would run a str default through the type)
+
+
+def _user_rate(args: argparse.Namespace) -> UserRate | None:
+    """The pacing contract: the Store's 200/300 against production, off against an emulator
+    (``--endpoint``), unless ``--user-rate`` says otherwise."""
+    if args.user_rate is not _STORE_DEFAULT:
+        rate: UserRate | None = args.user_rate
+        return rate
+    return None if args.endpoint else STORE_USER_RATE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,8 +158,12 @@ async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> Fulfillmen
         client = await stack.enter_async_context(
             StoreClient(credential, endpoints=endpoints, limit=max(100, args.concurrency))
         )
+        rate = _user_rate(args)
         progress = ProgressBar(
-            lambda: fulfiller.stats, args.input, enabled=False if args.no_progress else None
+            lambda: fulfiller.stats,
+            args.input,
+            enabled=False if args.no_progress else None,
+            paced=rate is not None,
         )
         fulfiller = Fulfiller(
             client,
@@ -147,6 +173,7 @@ async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> Fulfillmen
             retry_failed=args.retry_failed,
             on_rejected=_live_rejections(progress),
             max_listed=10_000,
+            user_rate=rate,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
