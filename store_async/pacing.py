@@ -11,12 +11,15 @@ a full bucket go at the end of one window and the refill at the start of the nex
 sends within one span of ``seconds``, and the Store answers the second half with 429s.
 
 This module does no I/O and keeps no tasks: the caller asks :meth:`UserPacer.delay`, waits (or
-parks the work) and calls :meth:`UserPacer.record` when it sends. One pacer serves one client
-or one fulfiller, on one event loop; it is not thread-safe.
+parks the work), calls :meth:`UserPacer.record` when it sends and, best,
+:meth:`UserPacer.answered` when the answer is in (the Store counts a call on arrival, which may
+be well after our send). One pacer serves one client or one fulfiller, on one event loop; it is
+not thread-safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -88,12 +91,12 @@ STORE_USER_RATE: Final = UserRate(200, 300.0)
 
 
 class _Window:
-    """One user's recent sends (at most ``ops``) and the end of a 429 park."""
+    """One user's sends of the last window (oldest first) and the end of a 429 park."""
 
     __slots__ = ("parked_until", "sends")
 
-    def __init__(self, ops: int) -> None:
-        self.sends: deque[float] = deque(maxlen=ops)
+    def __init__(self) -> None:
+        self.sends: deque[float] = deque()
         self.parked_until = 0.0
 
 
@@ -132,22 +135,45 @@ class UserPacer:
         now = self._clock()
         wait = window.parked_until - now
         sends = window.sends
-        if len(sends) == self._ops:
+        if len(sends) >= self._ops:
             # The oldest of the last `ops` sends must have left the window (t - seconds, t].
             # Compared as an age: subtracting close floats is exact, adding them is not.
-            age = now - sends[0]
+            age = now - sends[-self._ops]
             if age < self._seconds:
                 wait = max(wait, self._seconds - age)
         return wait if wait > 0.0 else 0.0
 
-    def record(self, user: str) -> None:
-        """A send for ``user`` happened now (resends count too)."""
+    def record(self, user: str) -> float:
+        """A send for ``user`` happened now (resends count too); returns its time stamp, for
+        :meth:`answered`."""
         window = self._users.get(user)
         if window is None:
             if len(self._users) >= self._next_sweep:
                 self._sweep()
-            window = self._users[user] = _Window(self._ops)
-        window.sends.append(self._clock())
+            window = self._users[user] = _Window()
+        now = self._clock()
+        sends = window.sends
+        while sends and now - sends[0] >= self._seconds:
+            sends.popleft()  # out of every future window
+        sends.append(now)
+        return now
+
+    def answered(self, user: str, stamp: float) -> None:
+        """The send recorded at ``stamp`` got its answer (or failed) now: count it from now.
+
+        The Store counts a call when it *arrives*, somewhere between our send and its answer
+        (a new connection, a slow network). Counting a send from its answer on is the safe side:
+        the next send of the user cannot reach the Store within ``seconds`` of it.
+        """
+        window = self._users.get(user)
+        if window is None:
+            if len(self._users) >= self._next_sweep:
+                self._sweep()
+            window = self._users[user] = _Window()
+        sends = window.sends
+        with contextlib.suppress(ValueError):  # absent: it had left the window already
+            sends.remove(stamp)
+        sends.append(self._clock())
 
     def park(self, user: str, seconds: float) -> None:
         """The Store answered 429 with ``Retry-After: seconds``: no send before now + seconds.
@@ -160,7 +186,7 @@ class UserPacer:
         if window is None:
             if len(self._users) >= self._next_sweep:
                 self._sweep()
-            window = self._users[user] = _Window(self._ops)
+            window = self._users[user] = _Window()
         window.parked_until = max(window.parked_until, self._clock() + seconds)
 
     def _sweep(self) -> None:

@@ -126,7 +126,7 @@ def test_a_token_bucket_would_allow_twice_the_rate_in_one_window() -> None:
         st.tuples(
             st.floats(0.0, 2.0, allow_nan=False),  # time passing
             st.integers(0, 2),  # which user
-            st.sampled_from(["send", "send", "send", "park", "resend"]),
+            st.sampled_from(["send", "send", "send", "park", "resend", "answer"]),
             st.floats(0.0, 4.0, allow_nan=False),  # a park's Retry-After
         ),
         max_size=120,
@@ -135,12 +135,14 @@ def test_a_token_bucket_would_allow_twice_the_rate_in_one_window() -> None:
 def test_no_span_of_seconds_holds_more_than_ops_paced_sends(
     ops: int, seconds: float, steps: list[tuple[float, int, str, float]]
 ) -> None:
-    """Whatever the send pattern, a sender that obeys ``delay`` keeps every user within the
-    rate; a park holds the user until it ends; a forced resend (recorded though not allowed)
-    only delays what follows."""
+    """Whatever the pattern, a sender that obeys ``delay`` never makes a span of ``seconds``
+    hold more than ``ops`` sends of one user, each counted from its answer once answered (the
+    Store counts a call on arrival, at the latest when it answers); a park holds the user until
+    it ends; a forced resend (recorded though not allowed) only delays what follows."""
     clock = FakeClock(0.0)
     pacer = UserPacer(UserRate(ops, seconds), clock=clock)
-    sends: dict[int, list[tuple[float, bool]]] = defaultdict(list)  # (time, paced) in order
+    counted: dict[int, list[float]] = defaultdict(list)  # when each send counts, per user
+    unanswered: dict[int, list[float]] = defaultdict(list)
     parked_until: dict[int, float] = defaultdict(float)
     for advance, user, action, retry_after in steps:
         clock.now += advance
@@ -149,20 +151,42 @@ def test_no_span_of_seconds_holds_more_than_ops_paced_sends(
             pacer.park(name, retry_after)
             if retry_after > 0:
                 parked_until[user] = max(parked_until[user], clock.now + retry_after)
+        elif action == "answer":
+            if unanswered[user]:
+                stamp = unanswered[user].pop(0)
+                pacer.answered(name, stamp)
+                counted[user].remove(stamp)
+                counted[user].append(clock.now)
         elif action == "resend":
-            pacer.record(name)
-            sends[user].append((clock.now, False))
+            counted[user].append(pacer.record(name))
         elif pacer.delay(name) == 0.0:
             assert clock.now >= parked_until[user]
-            pacer.record(name)
-            sends[user].append((clock.now, True))
-    for user, log in sends.items():
-        for index, (end, paced) in enumerate(log):
-            if not paced:
-                continue
-            # A paced send never made its window hold more than ops sends (itself included).
-            in_window = [t for t, _ in log[: index + 1] if end - t < seconds]
-            assert len(in_window) <= ops, (user, end, in_window)
+            in_window = [t for t in counted[user] if clock.now - t < seconds]
+            assert len(in_window) < ops, (user, clock.now, in_window)
+            stamp = pacer.record(name)
+            assert stamp == clock.now
+            counted[user].append(stamp)
+            unanswered[user].append(stamp)
+
+
+def test_an_answer_restarts_the_count_of_its_send() -> None:
+    clock = FakeClock(0.0)
+    pacer = UserPacer(UserRate(2, 10.0), clock=clock)
+    first = pacer.record("u")
+    clock.now = 1.0
+    pacer.record("u")
+    assert pacer.delay("u") == pytest.approx(9.0)
+    clock.now = 3.0  # the first send's answer arrives: the Store may have counted it just now
+    pacer.answered("u", first)
+    assert pacer.delay("u") == pytest.approx(8.0)  # now the send at 1.0 is the oldest
+    clock.now = 10.5
+    assert pacer.delay("u") == pytest.approx(0.5)
+    clock.now = 11.0
+    assert pacer.delay("u") == 0.0
+    pacer.record("u")  # the send at 1.0 leaves the log
+    assert pacer.delay("u") == pytest.approx(2.0)  # the one counted from 3.0 is the oldest
+    pacer.answered("u", first)  # out of the log: counted from its answer anyway
+    assert pacer.delay("u") == pytest.approx(10.0)
 
 
 @settings(max_examples=100, deadline=None)

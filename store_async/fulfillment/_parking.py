@@ -52,7 +52,7 @@ class Inbox(Generic[F, P]):
     """What the workers take rows from (see the module docstring).
 
     :param capacity: fed rows waiting at most (the feeder waits beyond).
-    :param pacer: the per-user pacer; ``None``: no pacing (:meth:`admit` always says send).
+    :param pacer: the per-user pacer; ``None``: no pacing (:meth:`admit` must not be called).
     :param max_parked: parked rows at most before the feeder waits.
     :param on_change: called when the number of parked users or rows changes (for counters).
     """
@@ -122,32 +122,37 @@ class Inbox(Generic[F, P]):
                 return None
             await self._wait(self._getters)
 
-    def admit(self, user: str, row: P, *, released: bool) -> bool:
-        """``True``: send ``row`` now (the send is recorded); ``False``: it was parked.
+    def admit(self, user: str, row: P, *, released: bool) -> float | None:
+        """Send ``row`` now: the send's stamp (recorded; pass it to :meth:`answered`); or
+        ``None``: it was parked.
 
         A fed row of a user with a backlog waits behind it; a released row goes back to the
         front of its user's backlog if the pacer (or a 429 park) still says wait.
         """
         pacer = self._pacer
-        if pacer is None:
-            return True
+        assert pacer is not None, "admit() is for paced inboxes"
         parking = self._parked.get(user)
         if parking is not None and not released:
             self._park(user, parking, row, front=False)
-            return False
+            return None
         if pacer.delay(user) > 0.0:
             if parking is None:
                 parking = self._parked[user] = _Parking()
                 self.users_parked += 1
             self._park(user, parking, row, front=released)
-            return False
-        pacer.record(user)
+            return None
+        stamp = pacer.record(user)
         if parking is not None:
             if parking.rows:
                 self._schedule(user, parking)
             elif not parking.released and parking.timer is None:
                 self._forget(user)
-        return True
+        return stamp
+
+    def answered(self, user: str, stamp: float) -> None:
+        """The send stamped ``stamp`` is over: count it from now (see ``UserPacer.answered``)."""
+        assert self._pacer is not None
+        self._pacer.answered(user, stamp)
 
     def throttled(self, user: str, retry_after: float | None, row: P) -> None:
         """The Store answered 429 for ``row``: park its user for ``retry_after`` seconds (at

@@ -382,8 +382,9 @@ class Fulfiller:
             if queued is None:
                 return
             if isinstance(queued, Released):  # a parked row whose user may send again
-                if queue.admit(queued.user, queued.row, released=True):
-                    await self._send(*queued.row, queued.user)
+                stamp = queue.admit(queued.user, queued.row, released=True)
+                if stamp is not None:
+                    await self._paced_send(*queued.row, queued.user, stamp)
                 continue
             fulfillment, pending_claim = queued
             try:
@@ -396,12 +397,13 @@ class Fulfiller:
                 request = await self._usable(fulfillment, claim.request)
                 if request is None:
                     continue
-                user = None
-                if self._pacer is not None:
-                    user = self._user_of(request)
-                    if not queue.admit(user, (fulfillment, request), released=False):
-                        continue  # parked: released when its user may send again
-                await self._send(fulfillment, request, user)
+                if self._pacer is None:
+                    await self._send(fulfillment, request)
+                    continue
+                user = self._user_of(request)
+                stamp = queue.admit(user, (fulfillment, request), released=False)
+                if stamp is not None:  # else parked: released when its user may send again
+                    await self._paced_send(fulfillment, request, user, stamp)
             else:
                 self._count_skipped(fulfillment, claim)
 
@@ -450,6 +452,16 @@ class Fulfiller:
             await journal.mark_done(key, result)
         finally:
             stats.in_flight -= 1
+
+    async def _paced_send(
+        self, fulfillment: Fulfillment, request: ConsumeRequest, user: str, stamp: float
+    ) -> None:
+        try:
+            await self._send(fulfillment, request, user)
+        finally:
+            # The Store counted the call when it arrived, at the latest now.
+            assert self._inbox is not None
+            self._inbox.answered(user, stamp)
 
     async def _throttled(
         self, fulfillment: Fulfillment, request: ConsumeRequest, user: str, error: StoreError
