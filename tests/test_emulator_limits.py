@@ -11,10 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
-from store_async import ConsumeRequest, StoreClient, ThrottledError, UserIdentity
+from store_async import ConsumeRequest, RetryPolicy, StoreClient, ThrottledError, UserIdentity
 from store_async.emulator import StoreEmulator
 from store_async.emulator.limits import UserLimits
-from store_async.retry import RetryPolicy
 
 
 class Clock:
