@@ -89,6 +89,12 @@ class KeyLifecycle:
         decided = self._decided.get(value)
         return decided if isinstance(decided, str) else value
 
+    def known(self, value: str) -> str | None:
+        """The key to send for ``value`` when already decided usable (the hot path: a lookup),
+        else ``None`` (call :meth:`usable`)."""
+        decided = self._decided.get(value)
+        return decided if isinstance(decided, str) else None
+
     async def usable(self, identity: UserIdentity) -> str:
         """The key value to send instead of ``identity.identity_value``.
 

@@ -299,7 +299,7 @@ class Fulfiller:
         except asyncio.CancelledError:
             self.stats.pending += 1  # claimed, never sent: the next run resends it
             raise
-        if value is request.beneficiary.identity_value:
+        if value == request.beneficiary.identity_value:
             return request
         return _with_key(request, value)
 
@@ -394,9 +394,17 @@ class Fulfiller:
                 raise
             if claim.outcome in (ClaimOutcome.SEND, ClaimOutcome.RESEND):
                 assert claim.request is not None
-                request = await self._usable(fulfillment, claim.request)
-                if request is None:
-                    continue
+                request = claim.request
+                if self._keys is not None:
+                    value = request.beneficiary.identity_value
+                    known = self._keys.known(value)
+                    if known is None:  # a key not seen yet in this run: decide (maybe renew)
+                        usable = await self._usable(fulfillment, request)
+                        if usable is None:
+                            continue
+                        request = usable
+                    elif known != value:  # renewed (equal strings may be distinct objects)
+                        request = _with_key(request, known)
                 if self._pacer is None:
                     await self._send(fulfillment, request)
                     continue
