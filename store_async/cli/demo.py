@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from store_async.cli._arguments import integer, real
+from store_async.cli._arguments import integer, real, user_rate
 
 if TYPE_CHECKING:
     from store_async import StoreClient
@@ -77,6 +77,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=integer(1), default=2, help="fleet workers with --journal DSN (2)"
+    )
+    parser.add_argument(
+        "--user-limit",
+        type=user_rate,
+        default=None,
+        metavar="OPS/SECONDS",
+        help="the emulator limits each user like the Store (e.g. 20/2); default: no limit",
+    )
+    parser.add_argument(
+        "--user-rate",
+        type=user_rate,
+        default=None,
+        metavar="OPS/SECONDS",
+        help="the fulfiller paces each user to this rate (e.g. 20/2); default: off",
     )
 
 
@@ -132,6 +146,9 @@ class _Run:
     failed_attempts: Counter[str] = field(default_factory=Counter)
     resubmitted: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    throttled: int = 0
+    """429s the fulfiller saw (per-user pacing parks the user and resends later)."""
+    users_parked: int = 0
 
     def record(self, event: AttemptFinished) -> None:
         """Client hook: one attempt ended."""
@@ -176,7 +193,9 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
 
     plan = FaultPlan(rate=args.fault_rate, seed=args.seed, retry_after=0.0, slow_seconds=0.05)
     run = _Run()
-    async with StoreEmulator(faults=plan) as emulator:
+    limit = args.user_limit
+    user_limit = (limit.ops, limit.seconds) if limit is not None else None
+    async with StoreEmulator(faults=plan, user_limit=user_limit) as emulator:
         users = max(1, min(1000, args.count // 10))
         requests, items = [], {}
         for number in range(args.count):
@@ -280,7 +299,12 @@ async def _sqlite_rounds(
         ):
             timed = _TimedClient(store, run, progress.update)
             for round_number in range(MAX_ROUNDS):
-                report = await Fulfiller(timed, journal, concurrency=args.concurrency).run(work)
+                fulfiller = Fulfiller(
+                    timed, journal, concurrency=args.concurrency, user_rate=args.user_rate
+                )
+                report = await fulfiller.run(work)
+                run.throttled += report.throttled
+                run.users_parked += report.users_parked
                 if round_number:
                     run.resubmitted += report.done + report.failed
                 if not report.pending:
@@ -305,6 +329,8 @@ def _report(
         f"{run.resubmitted} resent from the journal after an unknown outcome)",
         f"failed attempts:       {failed_attempts or 'none'}",
         f"faults injected:       {injected or 'none'}",
+        f"pacing:                users parked {run.users_parked} times, "
+        f"{run.throttled} answers 429 seen by the fulfiller",
         f"throughput:            {verdict.count / elapsed:,.0f} consumes/s ({elapsed:.1f} s)",
         f"latency:               p50 {_percentile(run.latencies, 0.50) * 1000:.1f} ms, "
         f"p99 {_percentile(run.latencies, 0.99) * 1000:.1f} ms",

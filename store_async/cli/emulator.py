@@ -89,6 +89,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="accept only Store ID keys minted by the emulator as identity values",
     )
     _configure_mint_key(parser)
+    parser.add_argument(
+        "--user-limit",
+        type=_user_limit,
+        default=None,
+        metavar="OPS/SECONDS",
+        help="per-user rate limit like the Store's (e.g. 200/300; queries get half); default: none",
+    )
+
+
+def _user_limit(text: str) -> tuple[int, float]:
+    from store_async.emulator.limits import UserLimits
+
+    try:
+        limits = UserLimits.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return limits.ops, limits.seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,6 +228,7 @@ async def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         dev_token=args.token,
+        user_limit=args.user_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

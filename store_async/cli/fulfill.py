@@ -32,7 +32,7 @@ from typing import IO, Any, Final, NoReturn
 
 import orjson
 
-from store_async.cli._arguments import integer, real
+from store_async.cli._arguments import integer, real, user_rate
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import (
@@ -45,6 +45,7 @@ from store_async.fulfillment import (
 )
 from store_async.fulfillment._pg_schema import is_postgres_dsn
 from store_async.fulfillment.progress import ProgressBar
+from store_async.pacing import STORE_USER_RATE, UserRate
 
 __all__ = ["configure", "exit_1_on_usage_errors", "run"]
 
@@ -137,6 +138,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="PostgreSQL journal: a lease lasts this long without a heartbeat (default 30)",
     )
+    parser.add_argument(
+        "--user-rate",
+        type=user_rate,
+        default=_STORE_DEFAULT,
+        metavar="OPS/SECONDS",
+        help="pace each user to at most OPS calls in any SECONDS, or 'off' (default: 200/300, "
+        "the Store's limit, against Microsoft's hosts; off with --endpoint)",
+    )
+
+
+_STORE_DEFAULT: Final = object()  # --user-rate not given: decided by the endpoint (not a str:
+# argparse would run a str default through the type)
+
+
+def _user_rate(args: argparse.Namespace) -> UserRate | None:
+    """The pacing contract: the Store's 200/300 against production, off against an emulator
+    (``--endpoint``), unless ``--user-rate`` says otherwise."""
+    if args.user_rate is not _STORE_DEFAULT:
+        rate: UserRate | None = args.user_rate
+        return rate
+    return None if args.endpoint else STORE_USER_RATE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,10 +259,12 @@ async def _fulfill(
                 ssl_context=ssl_context,
             )
         )
+        rate = _user_rate(args)
         progress = ProgressBar(
             lambda: fulfiller.stats,
             None if args.input == "-" else args.input,
             enabled=False if args.no_progress or args.quiet else None,
+            paced=rate is not None,
         )
         fulfiller = Fulfiller(
             client,
@@ -250,6 +274,7 @@ async def _fulfill(
             retry_failed=args.retry_failed,
             on_rejected=_live_rejections(progress),
             max_listed=10_000,
+            user_rate=rate,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -27,6 +27,7 @@ from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.limits import UserLimits
 from store_async.emulator.request_log import RequestLog
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
@@ -73,6 +74,9 @@ class StoreEmulator(Seeding):
     - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
     - ``record_requests``: keep every request in :attr:`request_log` (path, headers, body,
       idempotency key, answer), for tests that assert what the client sent.
+    - ``user_limit``: per-user rate limits like the Store's, as ``(ops, seconds)`` (queries get
+      half) or a :class:`~store_async.emulator.limits.UserLimits` (e.g. with a test clock);
+      ``None`` (default): unlimited. See :attr:`user_limits`.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class StoreEmulator(Seeding):
         wire_variants: bool = False,
         content_length_on_204: bool = True,
         record_requests: bool = False,
+        user_limit: tuple[int, float] | UserLimits | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValidationError(f"port must be within 0..65535, got {port}")
@@ -142,6 +147,11 @@ class StoreEmulator(Seeding):
             request_log=self._request_log,
         )
         self._url: str | None = None
+        if user_limit is not None and not isinstance(user_limit, UserLimits):
+            user_limit = UserLimits(*user_limit)
+        self.user_limits: UserLimits | None = user_limit
+        """The per-user rate limits (``throttled``/``admitted`` count by user), if any."""
+        self._service.limits = user_limit
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from store_async.emulator.faults import (
 )
 from store_async.emulator.hanging import HangingRequests
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
+from store_async.emulator.limits import UserLimits
 from store_async.emulator.request_log import LoggedRequest, RequestLog
 from store_async.emulator.state import StoreState
 from store_async.emulator.stats import ABORTED, EmulatorStats
@@ -126,6 +127,7 @@ class StoreService:
         self.content_length_on_204 = content_length_on_204
         self.request_log = request_log
         self.hanging = HangingRequests()
+        self.limits: UserLimits | None = None  # per-user rate limits, when configured
         self._request_number = 0
         self._retry_after = ""
         self._sources: dict[str, str] = {}
@@ -419,12 +421,17 @@ class StoreService:
         if not isinstance(raw, list) or not raw:
             raise ApiError.invalid("beneficiaries must be a non-empty list.", "beneficiaries")
         beneficiaries = [self._beneficiary(entry, "beneficiaries", client_id) for entry in raw]
+        if self.limits is not None:
+            for user_id, _, _ in beneficiaries:
+                self.limits.enforce(user_id, "query")
         return self._json(request, 200, self.state.query(beneficiaries, body))
 
     async def _consume(self, request: web.Request) -> web.StreamResponse:
         client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
         body = await self._body(request)
         user_id, _, _ = self._beneficiary(body.get("beneficiary"), "beneficiary", client_id)
+        if self.limits is not None:
+            self.limits.enforce(user_id, "consume")
         self.state.consume(user_id, body)
         return web.Response(status=204, headers=self._headers(request))
 
@@ -435,6 +442,8 @@ class StoreService:
         if not isinstance(key, str) or not key:
             raise ApiError.invalid("b2bKey is required.", "b2bKey")
         user_id, publisher_user_id = self._user_for_key(key, "purchase", client_id)
+        if self.limits is not None:
+            self.limits.enforce(user_id, "grant")
         order = self.state.grant(
             user_id, publisher_user_id, client_id, body, variants=self.wire_variants
         )

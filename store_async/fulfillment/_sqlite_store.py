@@ -123,6 +123,29 @@ class JournalStore:
     def mark(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         self._connection.executemany(statement, rows)
 
+    def replace_store_id_key(self, old: UserIdentity, new_value: str) -> int:
+        """Put a renewed Store ID key in place of ``old``'s in its beneficiary row: every row
+        of that user and key (pending ones are what matters; done ones keep the latest key, as
+        a resend does). Found through the cache (claimed recently), else by a scan."""
+        found = self._beneficiaries.pop(old, None)
+        if found is None:
+            row = self._connection.execute(
+                "SELECT id FROM beneficiaries WHERE identity_value = ? AND identity_type = ? "
+                "AND local_ticket_reference = ?",
+                (old.identity_value, old.identity_type, old.local_ticket_reference),
+            ).fetchone()
+            if row is None:
+                return 0
+            found = int(row[0])
+        changed = self._connection.execute(
+            "UPDATE beneficiaries SET identity_value = ? WHERE id = ?", (new_value, found)
+        ).rowcount
+        renewed = attrs.evolve(old, identity_value=new_value)
+        cached = renewed in self._beneficiaries
+        if changed and not cached and len(self._beneficiaries) < _BENEFICIARY_CACHE:
+            self._beneficiaries[renewed] = found
+        return int(changed)
+
     def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
         """Decide claims in input order (see the module docstring).
 

@@ -88,6 +88,16 @@ class FulfillmentStats:
     """Malformed lines and conflicting duplicates: not journaled, not sent."""
     in_flight: int = 0
     """Being sent right now."""
+    throttled: int = 0
+    """429 answers the fulfiller saw (each parked its user; the row was sent again later)."""
+    parked_users: int = 0
+    """Users parked right now (over their rate, or after a 429)."""
+    parked_rows: int = 0
+    """Rows parked right now, waiting for their user's rate."""
+    keys_renewed: int = 0
+    """Store ID keys renewed (set when the run ends)."""
+    keys_refused: int = 0
+    """Store ID keys whose rows failed: expired, or renewal refused (set when the run ends)."""
 
     @property
     def settled(self) -> int:
@@ -120,6 +130,14 @@ class FulfillmentReport:
     input line order."""
     rejections: tuple[LineError, ...] = ()
     """Rejected lines, at most the fulfiller's ``max_listed``, in input line order."""
+    throttled: int = 0
+    """429 answers the fulfiller saw (the rows were sent again after their user's park)."""
+    users_parked: int = 0
+    """Times a user was parked by per-user pacing (over its rate, or after a 429)."""
+    keys_renewed: int = 0
+    """Store ID keys renewed (once each, however many rows carried them)."""
+    keys_refused: int = 0
+    """Store ID keys whose rows failed without a request: expired, or renewal refused."""
 
     @property
     def total(self) -> int:
@@ -171,6 +189,8 @@ class FulfillmentReport:
                 for error in self.rejections
             ],
             "rejectionsListed": len(self.rejections),
+            "pacing": {"throttled": self.throttled, "usersParked": self.users_parked},
+            "storeIdKeys": {"renewed": self.keys_renewed, "refused": self.keys_refused},
         }
 
     def summary(self) -> str:
@@ -181,6 +201,15 @@ class FulfillmentReport:
             f"runs), {self.pending} pending, {plural(self.duplicates, 'duplicate line')}, "
             f"{plural(self.rejected, 'rejected line')}, in {self.elapsed:.1f} s"
         ]
+        if self.users_parked or self.throttled:
+            lines.append(
+                f"pacing: users parked {self.users_parked} times, {self.throttled} answers 429"
+            )
+        if self.keys_renewed or self.keys_refused:
+            lines.append(
+                f"Store ID keys: {self.keys_renewed} renewed, {self.keys_refused} expired or "
+                "refused (their rows failed: the client app must issue new keys)"
+            )
         if self.stop_reason:
             lines.append(f"stopped early: {self.stop_reason}")
         if self.pending or not self.complete:

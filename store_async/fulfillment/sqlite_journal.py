@@ -58,12 +58,13 @@ from store_async.fulfillment._sqlite_store import (
     error_row,
 )
 from store_async.fulfillment.journal import Claim, Fulfillment, JournalError
-from store_async.models import ConsumeResult
+from store_async.models import ConsumeResult, UserIdentity
 
 __all__ = ["SqliteJournal"]
 
 # Queue operations: small tuples, the first element says which.
 _CLAIM, _MARK, _FLUSH, _RUN, _CLOSE = range(5)
+_KEY = 5  # replace a renewed Store ID key
 
 
 class SqliteJournal:
@@ -134,6 +135,12 @@ class SqliteJournal:
 
     async def mark_unknown(self, key: str, error: StoreError) -> None:
         await self._mark(UNKNOWN, error_row(key, error))
+
+    def replace_store_id_key(self, old: UserIdentity, new_value: str) -> Awaitable[int]:
+        """Put the renewed Store ID key ``new_value`` in place of ``old``'s key for the rows
+        that carry it (a pending row is resent with it; an export shows it). Returns how many
+        journaled beneficiaries changed (0 or 1); durable once the awaitable completes."""
+        return self._submit_waiting(_KEY, (old, new_value))
 
     async def flush(self) -> None:
         if self._thread is None and self._broken is None:
@@ -267,6 +274,9 @@ class SqliteJournal:
                 while end < size and batch[end][0] == _MARK and batch[end][1] is statement:
                     end += 1
                 store.mark(statement, [op[2] for op in batch[index:end]])
+            elif kind == _KEY:
+                old, new_value = operation[1]
+                results.append((operation[2], store.replace_store_id_key(old, new_value)))
             elif kind == _RUN:
                 results.append((operation[2], store.begin_run(operation[1], os.getpid(), now)))
             else:  # _FLUSH or _CLOSE: a barrier, settled once this batch is committed
