@@ -48,7 +48,9 @@ from store_async.codec import dumps, loads
 from store_async.endpoints import Endpoints
 from store_async.engine import CallEngine, check_seconds
 from store_async.errors import (
+    InvalidRequestError,
     InvalidStoreIdKeyError,
+    RefundQueueNotOnboardedError,
     ResponseFormatError,
     ValidationError,
 )
@@ -63,6 +65,7 @@ from store_async.models import (
     Order,
     QueryRequest,
     QueryResult,
+    RefundQueueSas,
 )
 from store_async.models.consume import consume_result
 from store_async.retry import Operation, RetryBudget, RetryPolicy
@@ -79,7 +82,16 @@ GRANT: Final = Operation("grant_free_product", "orderId", repeatable=True, write
 QUERY: Final = Operation("query_products", None, repeatable=True, writes=False)
 OFFLINE_LICENSE: Final = Operation("get_offline_license", None, repeatable=True, writes=False)
 RENEW: Final = Operation("renew_store_id_key", None, repeatable=False, writes=True)
-OPERATIONS: Final = (CONSUME, CONSUME_BY_TRANSACTION, GRANT, QUERY, OFFLINE_LICENSE, RENEW)
+REFUND_QUEUE_SAS: Final = Operation("get_refund_queue_sas", None, True, False, "GET")
+OPERATIONS: Final = (
+    CONSUME,
+    CONSUME_BY_TRANSACTION,
+    GRANT,
+    QUERY,
+    OFFLINE_LICENSE,
+    RENEW,
+    REFUND_QUEUE_SAS,
+)
 """The idempotency table above, as data."""
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
@@ -196,6 +208,7 @@ class StoreClient:
             StoreIdKeyKind.COLLECTIONS: URL(f"{endpoints.collections}/v6.0/b2b/keys/renew"),
             StoreIdKeyKind.PURCHASE: URL(f"{endpoints.purchase}/v6.0/b2b/keys/renew"),
         }
+        self._refund_sas_url = URL(f"{endpoints.purchase}/v8.0/b2b/clawback/sastoken")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -397,6 +410,47 @@ class StoreClient:
             attempts,
             renew_key=key.value,
         )
+
+    # -- refund events (clawback v2) ------------------------------------------------------------
+    # Kept in its own block until the route table lands: it becomes a GET row there.
+
+    async def get_refund_queue_sas(
+        self,
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> RefundQueueSas:
+        """The refund queue's SAS URI (``GET /v8.0/b2b/clawback/sastoken``), valid for hours.
+
+        The URI's signature is a secret: the record never shows it.
+
+        :raises RefundQueueNotOnboardedError: the service answered 400: the publisher has not
+            onboarded to clawback v2, so there is no queue to read.
+        :raises StoreError: any other failure (``AuthenticationError``...).
+        """
+        try:
+            return await self._call(
+                REFUND_QUEUE_SAS,
+                self._refund_sas_url,
+                None,
+                None,
+                _parse_as,
+                RefundQueueSas,
+                deadline,
+                attempts,
+            )
+        except InvalidRequestError as error:
+            raise RefundQueueNotOnboardedError(
+                "the refund queue is not set up for this app: GET /v8.0/b2b/clawback/sastoken "
+                "answered 400 (onboard to clawback v2 in Partner Center first)",
+                status=error.status,
+                code=error.code,
+                inner_code=error.inner_code,
+                correlation_id=error.correlation_id,
+                request_id=error.request_id,
+                cv=error.cv,
+                service_error=error.service_error,
+            ) from None
 
     def __repr__(self) -> str:
         state = "open" if self._engine.transport is not None else "closed"

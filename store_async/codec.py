@@ -57,6 +57,14 @@ from store_async.models import (
     QueryResult,
     UserIdentity,
 )
+from store_async.models.refunds import (
+    RefundEvent,
+    RefundEventData,
+    RefundEventState,
+    RefundQueueSas,
+    RefundRecurrenceData,
+    refund_event_state,
+)
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
 
@@ -426,3 +434,20 @@ def _problems(exc: BaseException, path: str) -> list[str]:
             message = f"{type(exc).__name__} ({len(message)}-character message)"
         return [f"{path}: {message}"]
     return [f"{path}: {type(exc).__name__}"]
+
+
+# -- refund events (clawback v2): registered in their own block, innermost first --
+
+
+def _structure_refund_state(value: Any, _: Any) -> RefundEventState | str:
+    if type(value) is str:
+        return refund_event_state(value)
+    raise TypeError(f"expected a string, got {_kind(value)}")
+
+
+converter.register_structure_hook_factory(
+    lambda type_: type_ == RefundEventState | str, lambda _type: _structure_refund_state
+)
+for _record in (RefundRecurrenceData, RefundEventData, RefundEvent, RefundQueueSas):
+    converter.register_structure_hook(_record, _make_structure_hook(_record))
+    converter.register_unstructure_hook(_record, _make_unstructure_hook(_record))

@@ -154,6 +154,7 @@ class CallEngine:
                 self._json_headers if body is not None else self._bare_headers,
                 self._first_timeout,
                 operation.name,
+                operation.method,
             )
             result = parse(answer, 1, context)
         except StoreError as error:
@@ -272,7 +273,9 @@ class CallEngine:
             )
             started = self._clock()
         try:
-            answer = await transport.post(url, body, headers, timeout, operation.name)
+            answer = await transport.post(
+                url, body, headers, timeout, operation.name, operation.method
+            )
             result = parse(answer, number, context)
         except StoreError as error:
             if isinstance(error, AuthenticationError) and error.token_rejected:

@@ -195,6 +195,8 @@ class Operation:
     """May be sent again after a *maybe applied* failure (keyed, or a read)."""
     writes: bool
     """Changes state: ends in ``OutcomeUnknownError`` when a maybe-applied attempt is unsettled."""
+    method: str = "POST"
+    """The HTTP method (every operation but the refund queue's SAS token is a POST)."""
 
 
 class _Attempts:

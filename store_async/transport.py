@@ -122,11 +122,18 @@ class Transport:
         headers: Mapping[str, str],
         client_timeout: aiohttp.ClientTimeout,
         operation: str,
+        method: str = "POST",
     ) -> Answer:
-        """POST ``body`` once. Returns a 2xx answer; raises a classified :class:`StoreError`."""
+        """Send ``body`` once (POST unless ``method`` says otherwise). Returns a 2xx answer;
+        raises a classified :class:`StoreError`."""
         try:
-            response = await self._session.post(
-                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+            response = await self._session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
             )
         except _NETWORK_ERRORS as error:
             raise _transport_error(error, operation) from error

@@ -26,6 +26,14 @@ from store_async.models.identities import IdentityV6, ProductSkuId, UserIdentity
 from store_async.models.keys import KeyRenewalRequest, KeyRenewalResponse
 from store_async.models.purchase import ClientContext, GrantRequest, Order, OrderLineItem
 from store_async.models.query import CollectionItem, QueryRequest, QueryResult
+from store_async.models.refunds import (
+    RefundEvent,
+    RefundEventData,
+    RefundEventState,
+    RefundQueueSas,
+    RefundRecurrenceData,
+    redact_sas,
+)
 
 __all__ = [
     "ClientContext",
@@ -44,6 +52,12 @@ __all__ = [
     "ProductSkuId",
     "QueryRequest",
     "QueryResult",
+    "RefundEvent",
+    "RefundEventData",
+    "RefundEventState",
+    "RefundQueueSas",
+    "RefundRecurrenceData",
     "ServiceError",
     "UserIdentity",
+    "redact_sas",
 ]
