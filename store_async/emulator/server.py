@@ -27,6 +27,7 @@ from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.refunds import RefundIssuer
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
 from store_async.emulator.state import StoreState
@@ -69,6 +70,9 @@ class StoreEmulator(Seeding):
     - ``wire_variants``: answer with the documentation's alternative spellings
       (``createdtime``, ``devofferId``, ``Title``) instead of its example's.
     - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
+    - ``refund_queue``: SAS URI of a real Azure Storage queue (``raup``) for refund events:
+      served by ``GET /v8.0/b2b/clawback/sastoken``, filled by :attr:`refunds` (without it
+      that route answers 400, "not onboarded").
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class StoreEmulator(Seeding):
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
         wire_variants: bool = False,
         content_length_on_204: bool = True,
+        refund_queue: str | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {port}")
@@ -131,6 +136,8 @@ class StoreEmulator(Seeding):
             content_length_on_204=content_length_on_204,
         )
         self._url: str | None = None
+        self.refunds = RefundIssuer(refund_queue)
+        """Refund events (clawback v2): ``await emulator.refunds.issue(count=..., ...)``."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -140,9 +147,9 @@ class StoreEmulator(Seeding):
             raise RuntimeError("the emulator is already running")
         if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
-        runner = web.AppRunner(
-            self._service.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0
-        )
+        app = self._service.application()
+        self.refunds.register(app, self._tokens)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(

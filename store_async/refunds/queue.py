@@ -14,6 +14,7 @@ response holds the signed URL) is chained to it.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -183,6 +184,7 @@ class RefundQueue:
             except HttpResponseError as error:
                 status = error.status_code
                 code = getattr(error, "error_code", None)
+                code = code.value if isinstance(code, enum.Enum) else code  # StorageErrorCode
                 failure = (status, str(code) if code is not None else None, type(error).__name__)
             except AzureError as error:  # no HTTP answer: connection refused, DNS, timeouts
                 failure = (None, None, type(error).__name__)
