@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -90,6 +91,8 @@ class Azurite:
         else:
             self._process.wait(10)
             raise RuntimeError(f"azurite-queue did not start: {''.join(seen)[-2000:]}")
+        # Keep reading what it prints, so a full pipe never blocks the server.
+        threading.Thread(target=self._process.stdout.read, daemon=True).start()
         self._queues = 0
 
     @property
