@@ -18,7 +18,7 @@ from store_async.refunds import (
     SqliteRefundJournal,
     decode_message,
 )
-from tests.test_refund_models import EVENT, message, with_state
+from tests.test_refund_models import message, with_state
 
 
 def received(text: str, message_id: str, dequeue_count: int = 1) -> ReceivedMessage:
