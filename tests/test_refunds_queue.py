@@ -127,7 +127,8 @@ async def test_a_403_fetches_a_new_sas_once_and_a_second_403_is_a_typed_error(
     async with RefundQueue(rotated) as queue:
         assert await queue.receive() == []
         assert rotated.fetches == 2
-        assert queue.sas is not None and queue.sas.uri == good
+        assert queue.sas is not None
+        assert queue.sas.uri == good
     revoked = SasList(bad)
     async with RefundQueue(revoked) as queue:
         with pytest.raises(RefundQueueError) as caught:
@@ -138,7 +139,8 @@ async def test_a_403_fetches_a_new_sas_once_and_a_second_403_is_a_typed_error(
         "refund queue receive: HTTP 403 AuthenticationFailed (the SAS was refused even after "
         "fetching a new one) (status=403, code=AuthenticationFailed)"
     )
-    assert error.__cause__ is None and error.__context__ is None
+    assert error.__cause__ is None
+    assert error.__context__ is None
     assert revoked.fetches == 2
 
 
