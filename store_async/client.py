@@ -40,6 +40,7 @@ from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from store_async import __version__
@@ -52,6 +53,7 @@ from store_async.errors import (
     InvalidStoreIdKeyError,
     RefundQueueNotOnboardedError,
     ResponseFormatError,
+    StoreError,
     ValidationError,
 )
 from store_async.hooks import ClientHooks
@@ -68,6 +70,7 @@ from store_async.models import (
     RefundQueueSas,
 )
 from store_async.models.consume import consume_result
+from store_async.models.refunds import redact_sas
 from store_async.retry import Operation, RetryBudget, RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 from store_async.transport import Answer, Transport
@@ -131,6 +134,25 @@ def _path_part(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{name} must be a non-empty string, got {value!r}")
     return quote(value, safe="")
+
+
+def _without_sas(error: StoreError) -> StoreError:
+    """``error`` with every SAS signature in its text (and its ServiceError's) redacted."""
+    error.message = redact_sas(error.message)
+    error.args = (error.message,)
+    service = error.service_error
+    if service is not None:
+        inner = service.inner_error
+        if inner is not None and inner.message:
+            inner = attrs.evolve(inner, message=redact_sas(inner.message))
+        error.service_error = attrs.evolve(
+            service,
+            message=redact_sas(service.message) if service.message else service.message,
+            inner_error=inner,
+            data=(),
+            details=(),
+        )
+    return error
 
 
 class StoreClient:
@@ -428,6 +450,15 @@ class StoreClient:
             onboarded to clawback v2, so there is no queue to read.
         :raises StoreError: any other failure (``AuthenticationError``...).
         """
+        try:
+            return await self._refund_queue_sas(deadline, attempts)
+        except StoreError as error:
+            # A server may echo the SAS URI in its error text: never pass the signature on.
+            raise _without_sas(error) from None
+
+    async def _refund_queue_sas(
+        self, deadline: float | None, attempts: int | None
+    ) -> RefundQueueSas:
         try:
             return await self._call(
                 REFUND_QUEUE_SAS,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -138,6 +139,8 @@ async def _sync(args: argparse.Namespace) -> int:
     from store_async.endpoints import Endpoints
     from store_async.refunds import RefundQueue, RefundSync, SqliteRefundJournal, SyncReport
 
+    # Azure's SDK warns on stderr about failures our own one-line error reports anyway.
+    logging.getLogger("azure").setLevel(logging.ERROR)
     endpoints = Endpoints.single(args.endpoint) if args.endpoint else Endpoints.production()
     max_wait = args.visibility_timeout + 30.0 if args.max_wait is None else args.max_wait
     stop = asyncio.Event()
