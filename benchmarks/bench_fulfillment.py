@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 from _consume_server import serve
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import Fulfiller, Fulfillment, SqliteJournal, read_jsonl

@@ -135,7 +135,7 @@ def _credential(args: argparse.Namespace) -> Any:
 
 async def _sync(args: argparse.Namespace) -> int:
     # Imported here: `store-async refunds export` and `--help` need no aiohttp or Azure.
-    from store_async.client import StoreClient
+    from store_async import StoreClient
     from store_async.endpoints import Endpoints
     from store_async.refunds import RefundQueue, RefundSync, SqliteRefundJournal, SyncReport
 
