@@ -207,7 +207,11 @@ class RefundQueue:
                 await old.close()
             queue_client = _import_queue_client()
             try:
-                self._client = queue_client.from_queue_url(sas.uri, retry_total=self._retry_total)
+                # Azure's own retries (network errors, 5xx) wait about 1, 4, 13 s instead of
+                # its default 15 s first: a queue reader should notice trouble within seconds.
+                self._client = queue_client.from_queue_url(
+                    sas.uri, retry_total=self._retry_total, initial_backoff=1, increment_base=3
+                )
             except ValueError:
                 raise RefundQueueError(
                     f"the refund queue URI is not a queue URL: {sas.redacted_uri}"
