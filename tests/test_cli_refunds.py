@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,7 @@ class QueueProxy:
         self.kill_at: tuple[str, int, str] | None = None
         self.target: subprocess.Popen[bytes] | None = None
         self.killed = False
+        self.signum = signal.SIGKILL
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -69,10 +71,16 @@ class QueueProxy:
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(30)
 
-    def arm(self, target: subprocess.Popen[bytes], kill_at: tuple[str, int, str] | None) -> None:
+    def arm(
+        self,
+        target: subprocess.Popen[bytes],
+        kill_at: tuple[str, int, str] | None,
+        signum: int = signal.SIGKILL,
+    ) -> None:
         def arm() -> None:
             self.counts.clear()
             self.target, self.kill_at, self.killed = target, kill_at, False
+            self.signum = signum
 
         self._loop.call_soon_threadsafe(arm)
 
@@ -92,7 +100,7 @@ class QueueProxy:
 
     def _maybe_kill(self, kind: str, when: str) -> None:
         if self.kill_at == (kind, self.counts[kind], when) and self.target is not None:
-            os.kill(self.target.pid, signal.SIGKILL)
+            os.kill(self.target.pid, self.signum)
             self.killed = True
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
@@ -300,3 +308,75 @@ def test_the_emulator_command_serves_a_refund_queue(
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     assert process.returncode == 0
+
+
+def test_messages_a_dead_reader_left_hidden_make_sync_exit_3_until_they_are_back(
+    queue: tuple[Azurite, str], tmp_path: Path
+) -> None:
+    server, name = queue
+    journal = tmp_path / "refunds.db"
+    with EmulatorThread(refund_queue=server.sas_uri(name)) as emulator:
+        control(emulator, {"count": 5, "seed": 4})
+        # A reader that "dies" holding all five: received for 600 s, never deleted.
+        from azure.storage.queue import QueueClient
+
+        with QueueClient.from_connection_string(server.connection_string, name) as client:
+            held = list(client.receive_messages(messages_per_page=32, visibility_timeout=600))
+        assert len(held) == 5
+        plain = cli(*sync_command(emulator, journal)[3:])
+        assert plain.returncode == 3, plain.stderr
+        assert "0 messages" in plain.stdout
+        assert plain.stdout.strip().endswith("queue stopped before empty")
+        waited = cli(*sync_command(emulator, journal, "--until-empty", "--max-wait", "0")[3:])
+        assert waited.returncode == 3, waited.stderr
+        # The dead reader's messages come back (here: made visible at once) and are recorded.
+        with QueueClient.from_connection_string(server.connection_string, name) as client:
+            for message in held:
+                client.update_message(message, visibility_timeout=0)
+        done = cli(*sync_command(emulator, journal, "--until-empty")[3:])
+        assert done.returncode == 0, done.stderr
+        assert "5 new events" in done.stdout
+    assert len(export(journal)) == 5
+    assert server.count(name) == 0
+
+
+def test_sigterm_stops_after_the_current_batch_with_exit_3(
+    queue: tuple[Azurite, str], tmp_path: Path
+) -> None:
+    server, name = queue
+    journal = tmp_path / "refunds.db"
+    with QueueProxy(f"http://127.0.0.1:{server.port}") as proxy:
+        sas = server.sas_uri(name).replace(f"http://127.0.0.1:{server.port}", proxy.url)
+        with EmulatorThread(refund_queue=sas) as emulator:
+            control(emulator, {"count": 100, "seed": 5})
+            process = subprocess.Popen(
+                sync_command(emulator, journal), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            # SIGTERM when the second batch's first delete arrives: that batch is finished
+            # (recorded and deleted), and no further batch is received.
+            proxy.arm(process, ("delete", 33, "before"), signal.SIGTERM)
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 3, err
+    assert out.decode().startswith("refunds sync: 64 messages")
+    assert "64 new events" in out.decode()
+    assert "64 deleted; queue stopped before empty" in out.decode()
+    assert proxy.counts["receive"] == 2
+    assert journal_events(journal) == 64
+    assert server.count(name) == 36
+
+
+def test_the_control_plane_refuses_bad_requests_with_400(tmp_path: Path) -> None:
+    with EmulatorThread() as emulator:
+        for body, reason in (
+            (b"[1]", "JSON object"),
+            (b'{"count": 1}', "no refund queue"),
+            (b'{"count": 1, "bundles": 1}', "three generated events"),
+            (b"not json", "JSON"),
+        ):
+            request = urllib.request.Request(
+                f"{emulator.emulator.url}/_emulator/refunds", data=body
+            )
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=30)
+            assert caught.value.code == 400
+            assert reason in orjson.loads(caught.value.read())["error"]

@@ -12,9 +12,15 @@ import pytest
 from store_async import StaticTokenCredential, StoreClient
 from store_async.emulator import StoreEmulator
 from store_async.emulator.refunds import encode_message, refund_event
-from store_async.errors import AuthenticationError, RefundQueueError, RefundQueueNotOnboardedError
+from store_async.errors import (
+    AuthenticationError,
+    RefundQueueError,
+    RefundQueueNotOnboardedError,
+    ValidationError,
+)
 from store_async.models import RefundQueueSas
 from store_async.refunds import (
+    QueueMessage,
     RefundFeed,
     RefundQueue,
     RefundSync,
@@ -239,3 +245,69 @@ async def test_a_feed_without_a_store_hands_out_only_what_the_journal_holds(
         again = [refund.event_id async for refund in RefundFeed(None, journal)]
         assert again == seen  # nothing was marked handled
         assert await queue.approximate_count() == 3
+
+
+async def test_bad_queue_and_feed_arguments_are_validation_errors(
+    azurite: Azurite,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source = SasList(azurite.sas_uri(azurite.new_queue()))
+    for options in ({"visibility_timeout": 0}, {"visibility_timeout": 1.5},
+                    {"visibility_timeout": True}, {"refresh_margin": -1}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            RefundQueue(source, **options)  # type: ignore[arg-type]
+    async with RefundQueue(source) as queue:
+        for count in (0, 33, True):
+            with pytest.raises(ValidationError, match="max_messages"):
+                await queue.receive(count)
+        with pytest.raises(ValidationError, match="pop receipt"):
+            await queue.delete(QueueMessage(message_id="m", text="t", dequeue_count=0))
+    async with SqliteRefundJournal(tmp_path / "refunds.db") as journal:
+        with pytest.raises(ValidationError, match="page"):
+            RefundFeed(None, journal, page=0)
+        with pytest.raises(ValidationError, match="poll_interval"):
+            RefundFeed(None, journal, poll_interval=0)
+
+    class NotASas:
+        async def get_refund_queue_sas(self) -> object:
+            return "https://x/q?sig=s"
+
+    async with RefundQueue(NotASas()) as queue:  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="RefundQueueSas"):
+            await queue.peek()
+
+
+class Enough(Exception):
+    pass
+
+
+async def test_a_following_feed_polls_and_hands_out_events_issued_later(
+    emulator: StoreEmulator, tmp_path: Path
+) -> None:
+    await emulator.refunds.issue(count=2, seed=1)
+    polls: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the feed's wait between polls
+        polls.append(seconds)
+        if len(polls) == 1:
+            await emulator.refunds.issue(count=3, seed=2)  # arrives while the feed waits
+        else:
+            raise Enough
+
+    seen = []
+    async with (
+        StoreClient(emulator.credential(), endpoints=emulator.endpoints) as store,
+        SqliteRefundJournal(tmp_path / "refunds.db") as journal,
+    ):
+        feed = RefundFeed(store, journal, follow=True, poll_interval=7.5, sleep=sleep)
+
+        async def handle_all() -> None:
+            async for refund in feed:
+                seen.append(refund.event_id)
+                await refund.mark_handled()
+
+        with pytest.raises(Enough):
+            await handle_all()
+        assert (feed.report.recorded, feed.report.received) == (5, 5)
+    assert len(set(seen)) == len(seen) == 5
+    assert polls == [7.5, 7.5]

@@ -225,7 +225,10 @@ class RefundIssuer:
 
         async def control(request: web.Request) -> web.StreamResponse:
             try:
-                body = orjson.loads(await request.read())
+                try:
+                    body = orjson.loads(await request.read())
+                except orjson.JSONDecodeError as error:
+                    raise ValueError(f"the body is not JSON: {error}") from None
                 if not isinstance(body, dict):
                     raise ValueError("the body must be a JSON object")
                 result = await self.issue(
@@ -237,7 +240,7 @@ class RefundIssuer:
                     poison=int(body.get("poison", 0)),
                     seed=body.get("seed"),
                 )
-            except (ValueError, TypeError, RuntimeError, orjson.JSONDecodeError) as error:
+            except (ValueError, TypeError, RuntimeError) as error:
                 return web.json_response({"error": str(error)}, status=400)
             return web.Response(body=orjson.dumps(result), content_type=_JSON)
 
