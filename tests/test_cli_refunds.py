@@ -10,11 +10,16 @@ some of its messages not deleted). No kill depends on timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import pty
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import urllib.error
 import urllib.request
@@ -380,3 +385,31 @@ def test_the_control_plane_refuses_bad_requests_with_400(tmp_path: Path) -> None
                 urllib.request.urlopen(request, timeout=30)
             assert caught.value.code == 400
             assert reason in orjson.loads(caught.value.read())["error"]
+
+
+def test_progress_is_drawn_on_a_terminal_and_not_in_a_pipe(
+    queue: tuple[Azurite, str], tmp_path: Path
+) -> None:
+    server, name = queue
+    with EmulatorThread(refund_queue=server.sas_uri(name)) as emulator:
+        control(emulator, {"count": 40, "seed": 6})
+        command = [c for c in sync_command(emulator, tmp_path / "r.db") if c != "--no-progress"]
+        controller, terminal = pty.openpty()
+        # A terminal 24 x 100 (a new pty is 0 x 0, where tqdm has no room to draw).
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        try:
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+            os.close(terminal)
+            drawn = b""
+            with contextlib.suppress(OSError):  # EIO once everything is read
+                while chunk := os.read(controller, 65536):
+                    drawn += chunk
+        finally:
+            os.close(controller)
+        assert done.returncode == 0
+        assert b"refunds:" in drawn
+        assert b"40msg" in drawn.replace(b" ", b"")
+        control(emulator, {"count": 2, "seed": 8})
+        piped = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0
+    assert piped.stderr == ""
