@@ -37,15 +37,19 @@ from store_async.errors import ValidationError
 __all__ = ["MockRequest", "MockResponse", "MockTransport"]
 
 
+def _body_repr(body: bytes | None) -> str:
+    return "None" if body is None else f"<{len(body)} bytes>"
+
+
 @attrs.frozen(kw_only=True)
 class MockRequest:
-    """One attempt as the transport saw it. ``headers`` include ``Authorization``: it is a
-    test, but do not log them."""
+    """One attempt as the transport saw it. ``headers`` (``Authorization``) and ``body`` (Store ID
+    keys) hold secrets: ``repr`` shows neither."""
 
     method: str
     url: URL
     headers: Mapping[str, str] = attrs.field(repr=False)
-    body: bytes | None
+    body: bytes | None = attrs.field(repr=_body_repr)
     time_left: float
     """Seconds the attempt was given at most."""
 
