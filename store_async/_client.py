@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Final, TypeVar
 
 import aiohttp
+import attrs
 
 from store_async import _operations as ops
 from store_async._auth import Credential, TokenCache
@@ -30,7 +31,12 @@ from store_async._transport import AiohttpTransport, Transport
 from store_async._version import __version__
 from store_async.codec import dumps
 from store_async.endpoints import Endpoints
-from store_async.errors import ValidationError
+from store_async.errors import (
+    InvalidRequestError,
+    RefundQueueNotOnboardedError,
+    StoreError,
+    ValidationError,
+)
 from store_async.instrumentation._hooks import ClientHooks
 from store_async.models import (
     CollectionItem,
@@ -41,6 +47,7 @@ from store_async.models import (
     Order,
     QueryRequest,
     QueryResult,
+    RefundQueueSas,
     _checks,
 )
 from store_async.models.licenses import (
@@ -52,6 +59,7 @@ from store_async.models.licenses import (
     LicenseQuery,
 )
 from store_async.models.orders import OrderPage, OrderQuery, PurchaseOrder
+from store_async.models.refunds import redact_sas
 from store_async.models.subscriptions import (
     Subscription,
     SubscriptionChange,
@@ -65,6 +73,25 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
 T = TypeVar("T")
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+
+
+def _without_sas(error: StoreError) -> StoreError:
+    """``error`` with every SAS signature in its text (and its ServiceError's) redacted."""
+    error.message = redact_sas(error.message)
+    error.args = (error.message,)
+    service = error.service_error
+    if service is not None:
+        inner = service.inner_error
+        if inner is not None and inner.message:
+            inner = attrs.evolve(inner, message=redact_sas(inner.message))
+        error.service_error = attrs.evolve(
+            service,
+            message=redact_sas(service.message) if service.message else service.message,
+            inner_error=inner,
+            data=(),
+            details=(),
+        )
+    return error
 
 
 def _timeout(timeout: float | None, deadline: float | None, method: str) -> float | None:
@@ -180,6 +207,7 @@ class StoreClient:
             StoreIdKeyKind.COLLECTIONS: ops.RENEW_COLLECTIONS_KEY.bind(endpoints),
             StoreIdKeyKind.PURCHASE: ops.RENEW_PURCHASE_KEY.bind(endpoints),
         }
+        self._refund_queue_sas = ops.REFUND_QUEUE_SAS.bind(endpoints)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -575,6 +603,42 @@ class StoreClient:
             )
         timeout = _timeout(timeout, deadline, "renew_store_id_key")
         return await self._call(self._renew[key.kind], None, None, key.value, timeout, attempts)
+
+    async def get_refund_queue_sas(
+        self,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> RefundQueueSas:
+        """The refund queue's SAS URI (``GET /v8.0/b2b/clawback/sastoken``), valid for hours.
+
+        The URI's signature is a secret: the record never shows it, and an error whose text
+        echoes it has it redacted.
+
+        :raises RefundQueueNotOnboardedError: the service answered 400: the publisher has not
+            onboarded to clawback v2, so there is no queue to read.
+        :raises StoreError: any other failure (``AuthenticationError``...).
+        """
+        try:
+            return await self._call(self._refund_queue_sas, None, None, None, timeout, attempts)
+        except InvalidRequestError as error:
+            raise _without_sas(
+                RefundQueueNotOnboardedError(
+                    "the refund queue is not set up for this app: GET "
+                    "/v8.0/b2b/clawback/sastoken answered 400 (onboard to clawback v2 in "
+                    "Partner Center first)",
+                    status=error.status,
+                    code=error.code,
+                    inner_code=error.inner_code,
+                    correlation_id=error.correlation_id,
+                    request_id=error.request_id,
+                    cv=error.cv,
+                    service_error=error.service_error,
+                )
+            ) from None
+        except StoreError as error:
+            # A server may echo the SAS URI in its error text: never pass the signature on.
+            raise _without_sas(error) from None
 
     def __repr__(self) -> str:
         state = "open" if self._engine.transport is not None else "closed"

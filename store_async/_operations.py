@@ -23,6 +23,7 @@ query_subscriptions      POST    none: a read        yes                    the 
 change_subscription      POST    none                **never**              OutcomeUnknownError
 query_orders             POST    none: a read        yes                    the last error
 grant (v7, sandbox)      POST    ``orderId``         yes (same body)        OutcomeUnknownError
+get_refund_queue_sas     GET     none: a read        yes                    the last error
 =======================  ======  ==================  =====================  =================
 
 A v8 consume is deduplicated on its trackingId **and** user, product and quantity: the engine
@@ -56,6 +57,7 @@ from store_async.models import (
     OfflineLicense,
     Order,
     QueryResult,
+    RefundQueueSas,
 )
 from store_async.models.consume import ConsumeV8Response, consume_result, consume_v8_result
 from store_async.models.licenses import EntitlementPage, LicensePage
@@ -76,6 +78,7 @@ __all__ = [
     "QUERY_ORDERS",
     "QUERY_PRODUCTS",
     "QUERY_SUBSCRIPTIONS",
+    "REFUND_QUEUE_SAS",
     "RENEW_COLLECTIONS_KEY",
     "RENEW_PURCHASE_KEY",
     "ROUTES",
@@ -301,6 +304,16 @@ RENEW_COLLECTIONS_KEY: Final = Route[StoreIdKey](
     token_body=_renewal_body,
 )
 RENEW_PURCHASE_KEY: Final = attrs.evolve(RENEW_COLLECTIONS_KEY, host="purchase")
+REFUND_QUEUE_SAS: Final = Route[RefundQueueSas](
+    name="get_refund_queue_sas",
+    method="GET",
+    host="purchase",
+    path="/v8.0/b2b/clawback/sastoken",
+    key_name=None,
+    repeatable=True,
+    writes=False,
+    parse=parse_as(RefundQueueSas),
+)
 
 # -- the newer surface (GDK pages; docs/store-api.md sections 9, 10) --
 
@@ -387,5 +400,6 @@ ROUTES: Final[tuple[Route[Any], ...]] = (
     CHANGE_SUBSCRIPTION,
     QUERY_ORDERS,
     GRANT_FREE_PRODUCT_V7,
+    REFUND_QUEUE_SAS,
 )
 """Every route, for documentation and tests (the idempotency table above, as data)."""

@@ -58,6 +58,14 @@ from store_async.models import (
     QueryResult,
     UserIdentity,
 )
+from store_async.models.refunds import (
+    RefundEvent,
+    RefundEventData,
+    RefundEventState,
+    RefundQueueSas,
+    RefundRecurrenceData,
+    refund_event_state,
+)
 from store_async.models.v8 import V8_RECORDS
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
@@ -103,6 +111,13 @@ _MAX_VALUE_CHARS: Final = 64  # longer than any date-time or amount the services
 _MAX_PROBLEMS: Final = 5  # problems listed in one error message
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS_AJAX: Final = re.compile(r"\\?/Date\((-?\d{1,16})(?:([+-])(\d\d)(\d\d))?\)\\?/\Z")
+
+
+def field_wire_name(field: attrs.Attribute[Any]) -> str:
+    """A field's JSON name: its ``wire`` metadata when the record sets one (a name that the
+    general renames would get wrong, e.g. an event's ``sandboxId``), else :func:`wire_name`."""
+    wire = field.metadata.get("wire")
+    return wire if isinstance(wire, str) else wire_name(field.name)
 
 
 def wire_name(attribute: str) -> str:
@@ -263,7 +278,7 @@ def _tuple_of_factory(type_: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
 
 def _make_structure_hook(cls: type[T]) -> Callable[[Any, Any], T]:
     renames = {
-        f.name: override(rename=wire_name(f.name).lower()) for f in attrs.fields(cast(Any, cls))
+        f.name: override(rename=field_wire_name(f).lower()) for f in attrs.fields(cast(Any, cls))
     }
     # Two generated functions: a fast one for the common case (valid JSON), and one that
     # collects every problem with its path, run only to explain a failure.
@@ -311,7 +326,7 @@ def _make_unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
         # and the documented body leaves it out.
         omit = field.default is None or (cls is GrantRequest and field.name == "quantity")
         omit = omit or field.default is False  # a flag sent only when set (includeOrderIds)
-        overrides[field.name] = override(rename=wire_name(field.name), omit_if_default=omit)
+        overrides[field.name] = override(rename=field_wire_name(field), omit_if_default=omit)
     hook: Callable[[Any], dict[str, Any]] = _unstructure_fn(cls, converter, **overrides)
     return hook
 
@@ -440,3 +455,20 @@ def _problems(exc: BaseException, path: str) -> list[str]:
             message = f"{type(exc).__name__} ({len(message)}-character message)"
         return [f"{path}: {message}"]
     return [f"{path}: {type(exc).__name__}"]
+
+
+# -- refund events (clawback v2): registered in their own block, innermost first --
+
+
+def _structure_refund_state(value: Any, _: Any) -> RefundEventState | str:
+    if type(value) is str:
+        return refund_event_state(value)
+    raise TypeError(f"expected a string, got {_kind(value)}")
+
+
+converter.register_structure_hook_factory(
+    lambda type_: type_ == RefundEventState | str, lambda _type: _structure_refund_state
+)
+for _record in (RefundRecurrenceData, RefundEventData, RefundEvent, RefundQueueSas):
+    converter.register_structure_hook(_record, _make_structure_hook(_record))
+    converter.register_unstructure_hook(_record, _make_unstructure_hook(_record))

@@ -288,3 +288,26 @@ class OutcomeUnknownError(StoreError):
             f"{super().__str__()} [idempotency_key={self.idempotency_key}, "
             f"attempts={self.attempts}]"
         )
+
+
+# -- refund events (clawback v2) --------------------------------------------------------------
+
+
+class RefundQueueNotOnboardedError(InvalidRequestError):
+    """400 from ``GET /v8.0/b2b/clawback/sastoken``: the refund queue was never set up.
+
+    The service answers 400 until the publisher has onboarded to clawback v2 (Partner Center);
+    no retry will change that.
+    """
+
+
+class RefundQueueError(StoreError):
+    """The refund queue (Azure Storage) failed: a refused SAS after a fresh one was fetched, a
+    queue that does not exist, an unreachable account. The message names the operation, the
+    HTTP status and the storage error code, never the SAS URI's signature."""
+
+    kind = FailureKind.NOT_SENT
+    retryable = True
+
+
+__all__ += ["RefundQueueError", "RefundQueueNotOnboardedError"]

@@ -351,6 +351,7 @@ def test_the_operation_table() -> None:
         ("query_products", None): (True, False),
         ("get_offline_license", None): (True, False),
         ("renew_store_id_key", None): (False, True),
+        ("get_refund_queue_sas", None): (True, False),
     }
     assert RetryPolicy().attempts == 10
 

@@ -43,6 +43,7 @@ COMMANDS: Final = {
     "journal": ("store_async.cli.journal", "summarise a fulfillment journal; export rows"),
     "key-info": ("store_async.cli.key_info", "print a Store ID key's claims (never the key)"),
     "loadtest": ("store_async.cli.loadtest", "open-model load test with HDR latency reports"),
+    "refunds": ("store_async.cli.refunds", "refund events: sync the Store's queue; export"),
 }
 
 EXIT_USAGE: Final = 1

@@ -84,6 +84,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(repeatable)",
     )
     parser.add_argument(
+        "--refund-queue",
+        default=None,
+        metavar="URL",
+        help="SAS URI of an Azure Storage queue (add, read, process) to serve as the refund "
+        "event queue (GET /v8.0/b2b/clawback/sastoken; POST /_emulator/refunds fills it)",
+    )
+    parser.add_argument(
         "--strict-keys",
         action="store_true",
         help="accept only Store ID keys minted by the emulator as identity values",
@@ -229,6 +236,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         dev_token=args.token,
         user_limit=args.user_limit,
+        refund_queue=args.refund_queue,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.limits import UserLimits
+from store_async.emulator.refunds import RefundIssuer
 from store_async.emulator.request_log import RequestLog
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
@@ -77,6 +78,9 @@ class StoreEmulator(Seeding):
     - ``user_limit``: per-user rate limits like the Store's, as ``(ops, seconds)`` (queries get
       half) or a :class:`~store_async.emulator.limits.UserLimits` (e.g. with a test clock);
       ``None`` (default): unlimited. See :attr:`user_limits`.
+    - ``refund_queue``: SAS URI of a real Azure Storage queue (``raup``) for refund events:
+      served by ``GET /v8.0/b2b/clawback/sastoken``, filled by :attr:`refunds` (without it
+      that route answers 400, "not onboarded").
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class StoreEmulator(Seeding):
         content_length_on_204: bool = True,
         record_requests: bool = False,
         user_limit: tuple[int, float] | UserLimits | None = None,
+        refund_queue: str | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValidationError(f"port must be within 0..65535, got {port}")
@@ -152,6 +157,8 @@ class StoreEmulator(Seeding):
         self.user_limits: UserLimits | None = user_limit
         """The per-user rate limits (``throttled``/``admitted`` count by user), if any."""
         self._service.limits = user_limit
+        self.refunds = RefundIssuer(refund_queue)
+        """Refund events (clawback v2): ``await emulator.refunds.issue(count=..., ...)``."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -161,9 +168,9 @@ class StoreEmulator(Seeding):
             raise RuntimeError("the emulator is already running")
         if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
-        runner = web.AppRunner(
-            self._service.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0
-        )
+        app = self._service.application()
+        self.refunds.register(app, self._tokens)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(

@@ -45,6 +45,14 @@ from store_async.models.licenses import (
 from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
 from store_async.models.purchase import ClientContext, GrantRequest, Order, OrderLineItem
 from store_async.models.query import CollectionItem, QueryRequest, QueryResult
+from store_async.models.refunds import (
+    RefundEvent,
+    RefundEventData,
+    RefundEventState,
+    RefundQueueSas,
+    RefundRecurrenceData,
+    redact_sas,
+)
 from store_async.models.subscriptions import (
     Subscription,
     SubscriptionChange,
@@ -81,6 +89,11 @@ __all__ = [
     "PurchaseOrder",
     "QueryRequest",
     "QueryResult",
+    "RefundEvent",
+    "RefundEventData",
+    "RefundEventState",
+    "RefundQueueSas",
+    "RefundRecurrenceData",
     "ServiceError",
     "Subscription",
     "SubscriptionChange",
@@ -88,4 +101,5 @@ __all__ = [
     "SubscriptionQuery",
     "TrialData",
     "UserIdentity",
+    "redact_sas",
 ]
