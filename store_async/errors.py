@@ -179,9 +179,17 @@ class AuthenticationError(StoreError):
     differs from the token's ``appid``).
     """
 
+    about_access_token: bool | None = None
+    """Set by the client when it could tell: ``True`` when the 401 is about our access token,
+    ``False`` when it is about the user's Store ID key (the Store answers
+    ``AuthenticationTokenInvalid`` for both: a request sent later with the same access token
+    succeeded, so the token is fine)."""
+
     @property
     def token_rejected(self) -> bool:
         """True when a fresh access token may cure it (refresh once and resend)."""
+        if self.about_access_token is not None:
+            return self.about_access_token
         return self.inner_code in (AUTHENTICATION_TOKEN_INVALID, PARTNER_AAD_TICKET_REQUIRED)
 
 
