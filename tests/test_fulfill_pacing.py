@@ -177,7 +177,7 @@ async def test_parked_rows_are_bounded_and_the_input_waits(tmp_path: Path) -> No
 
             client = Watch(store)
             fulfiller = Fulfiller(
-                client, journal, concurrency=1, user_rate=UserRate(4, 0.5), max_parked=3
+                client, journal, concurrency=1, user_rate=UserRate(4, 2.0), max_parked=3
             )
             report = await fulfiller.run(rows)
         assert report.done == 15
