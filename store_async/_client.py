@@ -66,6 +66,7 @@ from store_async.models.subscriptions import (
     SubscriptionPage,
     SubscriptionQuery,
 )
+from store_async.pacing import UserPacer, UserRate
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
@@ -126,6 +127,11 @@ class StoreClient:
     :param user_agent: the ``User-Agent`` header.
     :param ssl_context: TLS settings (for example a test CA); default: system trust store.
     :param hooks: attempt start/end callables (:class:`ClientHooks`).
+    :param user_rate: pace each user (by the Store ID key's user) to at most ``ops`` sends in
+        any ``seconds`` (``"200/300"``: the Store's service-to-service limit), resends included:
+        a call waits for its user's turn within its timeout, else ends at once with
+        ``ThrottledError`` without sending; a 429 parks its user until ``Retry-After``.
+        Default: off.
     :param clock: monotonic clock for timeouts (inject a fake one in tests).
     :param sleep: the wait between attempts (inject a fake one in tests).
     """
@@ -145,6 +151,7 @@ class StoreClient:
         user_agent: str = f"store-async/{__version__}",
         ssl_context: ssl.SSLContext | None = None,
         hooks: ClientHooks | None = None,
+        user_rate: UserRate | str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -182,6 +189,13 @@ class StoreClient:
             slots = self._limit_per_host  # conservative when several hosts share the pool
         if session is not None:
             slots = session.connector.limit if session.connector is not None else 0
+        if isinstance(user_rate, str):
+            user_rate = UserRate.parse(user_rate)
+        elif user_rate is not None and not isinstance(user_rate, UserRate):
+            raise ValidationError(
+                "user_rate must be a UserRate, a string such as '200/300', or None"
+            )
+        pacer = None if user_rate is None else UserPacer(user_rate, clock=clock)
         self._engine = Engine(
             self._tokens,
             retry,
@@ -190,6 +204,7 @@ class StoreClient:
             sleep=sleep,
             user_agent=user_agent,
             limit=0 if transport is not None else slots,
+            pacer=pacer,
         )
         self._call = self._engine.call
         # Routes bound once: their URLs are parsed here, not per call.

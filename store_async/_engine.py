@@ -30,11 +30,13 @@ from store_async.errors import (
     AuthenticationError,
     FailureKind,
     StoreError,
+    ThrottledError,
     TransportError,
     ValidationError,
 )
 from store_async.instrumentation._hooks import AttemptFinished, AttemptStarted, ClientHooks
 from store_async.models import _checks
+from store_async.pacing import UserPacer, user_of
 
 __all__ = ["NOT_OPEN", "Engine"]
 
@@ -69,6 +71,7 @@ class Engine:
         "_last_token_drop",
         "_limit",
         "_ok_sent_at",
+        "_pacer",
         "_policy",
         "_retrier",
         "_slots",
@@ -89,6 +92,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]],
         user_agent: str,
         limit: int,
+        pacer: UserPacer | None = None,
     ) -> None:
         self.transport: Transport | None = None
         """Set while the client is open."""
@@ -96,7 +100,9 @@ class Engine:
         self._policy = policy
         self._budget = RetryBudget.from_policy(policy, clock)
         self._hooks = hooks
-        self._bare = hooks is None  # decided once: the fast path serves only hook-less clients
+        self._pacer = pacer
+        # Decided once: the fast path serves only clients without hooks or per-user pacing.
+        self._bare = hooks is None and pacer is None
         self._clock = clock
         self._timeout = policy.timeout
         self._limit = limit
@@ -211,6 +217,9 @@ class Engine:
         token = self._tokens.fresh_token()
         if token is None:
             token = await self._wait_for_token(call, remaining)
+        pacer, user, stamp = self._pacer, None, 0.0
+        if pacer is not None:
+            user, stamp = await self._pace(pacer, call)
         slots: ConnectionSlots | None = self._slots
         assert slots is not None
         if not slots.try_take():
@@ -246,6 +255,8 @@ class Engine:
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
+                if user is not None:
+                    self._answered(user, stamp, error)
                 if isinstance(error, AuthenticationError):
                     self._judge_401(error, token, sent_at)
                 if hooks is not None:
@@ -266,6 +277,8 @@ class Engine:
         finally:
             if slots is not None:
                 slots.give()
+        if user is not None:
+            self._answered(user, stamp, None)
         if token is self._header_token and sent_at > self._ok_sent_at:
             self._ok_sent_at = sent_at
         if hooks is not None:
@@ -296,6 +309,36 @@ class Engine:
                 "request is slow or hanging: check the credential)",
                 kind=FailureKind.NOT_SENT,
             ) from None
+
+    async def _pace(self, pacer: UserPacer, call: Call[Any]) -> tuple[str | None, float]:
+        """Wait for the call's user to be below its rate (docs/design.md rule 11), within the
+        call's timeout; else end at once, without sending, with ``ThrottledError``."""
+        beneficiary = getattr(call.context, "beneficiary", None)
+        value = getattr(beneficiary, "identity_value", None)
+        if not isinstance(value, str):
+            return None, 0.0  # not a per-user call
+        user = user_of(value)
+        wait = pacer.delay(user)
+        if wait > 0:
+            left = call.deadline_at - self._clock()
+            if wait >= left:
+                error = ThrottledError(
+                    f"{call.route.name}: this user's rate ({pacer.rate}) allows the next call in "
+                    f"{wait:.1f} s, beyond the call's timeout; nothing was sent",
+                    retry_after=wait,
+                )
+                error.kind = FailureKind.NOT_SENT
+                error.retryable = False
+                raise error
+            await self._retrier.sleep(wait)
+        return user, pacer.record(user)
+
+    def _answered(self, user: str, stamp: float, error: StoreError | None) -> None:
+        pacer = self._pacer
+        assert pacer is not None
+        pacer.answered(user, stamp)
+        if isinstance(error, ThrottledError) and error.retry_after:
+            pacer.park(user, error.retry_after)
 
     def _judge_401(self, error: AuthenticationError, token: str, sent_at: float) -> None:
         """Decide whether a 401 is about our access token (drop it, resend once) or about the
