@@ -249,6 +249,23 @@ def _renewal_body(token: str, key: Any) -> bytes:
     return dumps(KeyRenewalRequest(service_ticket=token, key=key))
 
 
+def read(
+    cls: type[T], name: str, host: Host, path: str, *, method: Literal["GET", "POST"] = "POST"
+) -> Route[T]:
+    """A route that only reads: no idempotency key needed, repeatable after any failure, its
+    answer decoded as ``cls``."""
+    return Route(
+        name=name,
+        method=method,
+        host=host,
+        path=path,
+        key_name=None,
+        repeatable=True,
+        writes=False,
+        parse=parse_as(cls),
+    )
+
+
 # -- the table -----------------------------------------------------------------------------
 
 CONSUME_BY_ITEM: Final = Route[ConsumeResult](
@@ -262,15 +279,8 @@ CONSUME_BY_ITEM: Final = Route[ConsumeResult](
     parse=_consume_v6,
 )
 CONSUME_BY_TRANSACTION: Final = attrs.evolve(CONSUME_BY_ITEM, key_name="transactionId")
-QUERY_PRODUCTS: Final = Route[QueryResult](
-    name="query_products",
-    method="POST",
-    host="collections",
-    path="/v6.0/collections/query",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(QueryResult),
+QUERY_PRODUCTS: Final = read(
+    QueryResult, "query_products", "collections", "/v6.0/collections/query"
 )
 GRANT_FREE_PRODUCT: Final = Route[Order](
     name="grant_free_product",
@@ -282,15 +292,12 @@ GRANT_FREE_PRODUCT: Final = Route[Order](
     writes=True,
     parse=parse_as(Order),
 )
-OFFLINE_LICENSE: Final = Route[OfflineLicense](
-    name="get_offline_license",
-    method="POST",  # a POST that only reads the organisation's license: retried like a read
-    host="business",
-    path="/V1/Products/{product_id}/{sku_id}/OfflineLicense/{content_id}",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(OfflineLicense),
+# a POST that only reads the organisation's license: retried like a read
+OFFLINE_LICENSE: Final = read(
+    OfflineLicense,
+    "get_offline_license",
+    "business",
+    "/V1/Products/{product_id}/{sku_id}/OfflineLicense/{content_id}",
 )
 RENEW_COLLECTIONS_KEY: Final = Route[StoreIdKey](
     name="renew_store_id_key",
@@ -304,41 +311,18 @@ RENEW_COLLECTIONS_KEY: Final = Route[StoreIdKey](
     token_body=_renewal_body,
 )
 RENEW_PURCHASE_KEY: Final = attrs.evolve(RENEW_COLLECTIONS_KEY, host="purchase")
-REFUND_QUEUE_SAS: Final = Route[RefundQueueSas](
-    name="get_refund_queue_sas",
-    method="GET",
-    host="purchase",
-    path="/v8.0/b2b/clawback/sastoken",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(RefundQueueSas),
+REFUND_QUEUE_SAS: Final = read(
+    RefundQueueSas, "get_refund_queue_sas", "purchase", "/v8.0/b2b/clawback/sastoken", method="GET"
 )
 
 # -- the newer surface (GDK pages; docs/store-api.md sections 9, 10) --
 
-QUERY_SUBSCRIPTIONS: Final = Route[SubscriptionPage](
-    name="query_subscriptions",
-    method="POST",
-    host="purchase",
-    path="/v8.0/b2b/recurrences/query",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(SubscriptionPage),
+QUERY_SUBSCRIPTIONS: Final = read(
+    SubscriptionPage, "query_subscriptions", "purchase", "/v8.0/b2b/recurrences/query"
 )
 GRANT_FREE_PRODUCT_V7: Final = attrs.evolve(GRANT_FREE_PRODUCT, path="/v7.0/purchases/grant")
 """The grant with a sandbox (``sbx``); the v6 grant stays the default without one."""
-QUERY_ORDERS: Final = Route[OrderPage](
-    name="query_orders",
-    method="POST",
-    host="purchase",
-    path="/v8.0/b2b/orders/query",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(OrderPage),
-)
+QUERY_ORDERS: Final = read(OrderPage, "query_orders", "purchase", "/v8.0/b2b/orders/query")
 CHANGE_SUBSCRIPTION: Final = Route[Subscription](
     name="change_subscription",
     method="POST",
@@ -364,25 +348,11 @@ CONSUME_V8: Final = Route[ConsumeResult](
     writes=True,
     parse=_consume_v8,
 )
-QUERY_LICENSES: Final = Route[LicensePage](
-    name="query_licenses",
-    method="POST",
-    host="collections",
-    path="/v8.0/collections/b2bLicensePreview",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(LicensePage),
+QUERY_LICENSES: Final = read(
+    LicensePage, "query_licenses", "collections", "/v8.0/collections/b2bLicensePreview"
 )
-QUERY_ENTITLEMENTS: Final = Route[EntitlementPage](
-    name="query_entitlements",
-    method="POST",
-    host="collections",
-    path="/v9.0/collections/publisherQuery",
-    key_name=None,
-    repeatable=True,
-    writes=False,
-    parse=parse_as(EntitlementPage),
+QUERY_ENTITLEMENTS: Final = read(
+    EntitlementPage, "query_entitlements", "collections", "/v9.0/collections/publisherQuery"
 )
 
 ROUTES: Final[tuple[Route[Any], ...]] = (
