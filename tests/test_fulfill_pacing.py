@@ -162,7 +162,7 @@ async def test_a_stop_leaves_parked_rows_pending_and_a_rerun_sends_them(tmp_path
 
 async def test_parked_rows_are_bounded_and_the_input_waits(tmp_path: Path) -> None:
     async with StoreEmulator() as emu:
-        rows = work(emu, [HOT] * 12 + ["cold"] * 3)
+        rows = work(emu, [HOT] * 8 + ["cold"] * 3)
         async with (
             StoreClient(emu.credential(), endpoints=emu.endpoints) as store,
             SqliteJournal(tmp_path / "j", synchronous="normal") as journal,
@@ -177,10 +177,11 @@ async def test_parked_rows_are_bounded_and_the_input_waits(tmp_path: Path) -> No
 
             client = Watch(store)
             fulfiller = Fulfiller(
-                client, journal, concurrency=1, user_rate=UserRate(4, 2.0), max_parked=3
+                client, journal, concurrency=1, user_rate=UserRate(4, 10.0), max_parked=3
             )
             report = await fulfiller.run(rows)
-        assert report.done == 15
+        # A 10 s window: 4 sends fill it on any machine, however loaded (2 s flaked under CI load).
+        assert report.done == 11
         assert report.users_parked >= 1
         assert max(seen) <= 3  # the hot user's backlog never went past the bound
 
