@@ -183,7 +183,9 @@ async def test_parked_rows_are_bounded_and_the_input_waits(tmp_path: Path) -> No
         # A 10 s window: 4 sends fill it on any machine, however loaded (2 s flaked under CI load).
         assert report.done == 11
         assert report.users_parked >= 1
-        assert max(seen) <= 3  # the hot user's backlog never went past the bound
+        # The input stops once 3 rows are parked; the 2 rows already queued to the one worker
+        # may still park: max_parked + 2 x concurrency.
+        assert max(seen) <= 3 + 2
 
 
 def test_fulfiller_refuses_bad_pacing_arguments(tmp_path: Path) -> None:

@@ -92,8 +92,9 @@ class Fulfiller:
     - ``user_rate``: pace each user to at most ``ops`` sends in any ``seconds``
       (:class:`~store_async.pacing.UserRate`; ``None``: no pacing). The Store's own limit is
       200 per 300 s (:data:`~store_async.pacing.STORE_USER_RATE`).
-    - ``max_parked``: rows parked (waiting for their user's rate) at most; beyond it the input
-      waits, so memory stays bounded.
+    - ``max_parked``: once this many rows are parked (waiting for their user's rate) the input
+      waits, so memory stays bounded; rows already queued to the workers (``2 × concurrency``
+      at most) may still park, so the bound is ``max_parked + 2 × concurrency``.
     - ``renew_keys``: renew Store ID keys past their refresh time (if the client can) and fail
       the rows of expired keys without a request (``False``: send every key as it is).
 
