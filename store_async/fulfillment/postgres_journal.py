@@ -8,7 +8,8 @@ Loading (:meth:`PostgresJournal.load`)
     A batch of fulfillments is inserted in one transaction, ``ON CONFLICT DO NOTHING``: the first
     loader of a caller key wins, every later one finds the row and compares values (a key seen
     again with a different request is a ``CONFLICT``, never replaced). Several processes may
-    load the same input at once.
+    load the same input at once. Every form is kept whole: by item, by transaction, and v8 (its
+    quantity, sandbox and order-ids flag; a leased row is resent exactly as loaded).
 
 Leases (:meth:`PostgresJournal.lease`)
     The lease unit is the *user*: a worker takes users that have workable rows with
