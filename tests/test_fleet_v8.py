@@ -23,6 +23,7 @@ from store_async.errors import InvalidRequestError
 from store_async.fulfillment import (
     ClaimOutcome,
     Fulfillment,
+    JournalError,
     JournalRow,
     RowState,
     SqliteJournal,
@@ -37,7 +38,7 @@ from tests.test_cli_fleet import fulfill
 from tests.test_cli_fulfill import assert_rows_applied_once, write_input
 from tests.test_fleet_chaos import journal_state, start_worker
 from tests.test_journal_v8 import ORDERS, TRACKING, USER, result, v8
-from tests.test_postgres_journal import run_cli
+from tests.test_postgres_journal import run_cli, sql
 
 
 async def journal_rows(dsn: str) -> list[JournalRow]:
@@ -162,7 +163,7 @@ async def test_two_workers_under_faults_and_sigkill_apply_mixed_lines_exactly_on
 
 
 async def test_a_version_1_database_is_upgraded_in_place(
-    postgres_server: PostgresServer, postgres_dsn: str
+    postgres_server: PostgresServer, postgres_dsn: str, tmp_path: Path
 ) -> None:
     connection = await asyncpg.connect(postgres_dsn, password=postgres_server.password)
     try:
@@ -185,6 +186,24 @@ async def test_a_version_1_database_is_upgraded_in_place(
         )
     finally:
         await connection.close()
+    version = "SELECT version FROM store_async_journal_version"
+    # A reader (store-async journal) reads version 1 as it is and upgrades nothing.
+    exported = tmp_path / "pending.jsonl"
+    export = await asyncio.to_thread(
+        run_cli, "journal", postgres_dsn, "--export", "pending", "--output", str(exported),
+        env=postgres_server.env(),
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    assert orjson.loads(exported.read_bytes()) == {
+        "key": "old", "beneficiary": {"identityValue": "eyJ-SECRET-key",
+        "localTicketReference": "user-1"}, "itemId": "item-9", "trackingId": TRACKING,
+    }  # fmt: skip
+    async with PostgresJournal(postgres_dsn, read_only=True) as reader:
+        assert [row.key async for row in reader.rows()] == ["old"]
+        with pytest.raises(JournalError) as caught:
+            await reader.begin_run()
+        assert str(caught.value) == f"journal {reader.where} is open read-only"
+    assert await sql(postgres_dsn, postgres_server, version) == 1
     new = Fulfillment(
         key="new",
         request=ConsumeRequest.for_quantity(USER, "9NCOINS", 3, key="new", include_order_ids=True),
@@ -210,11 +229,7 @@ async def test_a_version_1_database_is_upgraded_in_place(
     assert (row.state, row.new_quantity, row.order_transactions) == (RowState.DONE, 5, ORDERS)
     connection = await asyncpg.connect(postgres_dsn, password=postgres_server.password)
     try:
-        assert (
-            await connection.fetchval("SELECT version FROM store_async_journal_version")
-            == SCHEMA_VERSION
-            == 2
-        )
+        assert await connection.fetchval(version) == SCHEMA_VERSION == 2
         columns = dict(
             await connection.fetch(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -298,3 +313,13 @@ async def test_journal_json_and_export_show_v8_rows_like_the_sqlite_journal(
             "trackingId": pending.request.tracking_id, "includeOrderIds": False,
         },
     ]  # fmt: skip
+
+
+async def test_reading_a_database_without_a_journal_creates_nothing(
+    postgres_server: PostgresServer, postgres_dsn: str
+) -> None:
+    summary = await asyncio.to_thread(run_cli, "journal", postgres_dsn, env=postgres_server.env())
+    assert (summary.returncode, summary.stdout) == (1, "")
+    assert f"{postgres_dsn} holds no store_async journal" in summary.stderr
+    tables = "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'store_async%'"
+    assert await sql(postgres_dsn, postgres_server, tables) == 0

@@ -163,15 +163,21 @@ def dsn_password(dsn: str) -> str | None:
         return None
 
 
-async def prepare(connection: asyncpg.Connection, where: str) -> int:
+async def prepare(connection: asyncpg.Connection, where: str, *, upgrade: bool = True) -> int:
     """Create or migrate the schema; return the version. Raises :class:`JournalError` for a
-    newer schema or a database that has a ``store_async_journal_version`` we cannot read."""
+    newer schema or a database that has a ``store_async_journal_version`` we cannot read.
+
+    ``upgrade=False`` (a reader) neither creates nor migrates: an older schema is returned as it
+    is, and a database without a journal is a :class:`JournalError`.
+    """
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
         exists = await connection.fetchval(
             "SELECT to_regclass('store_async_journal_version') IS NOT NULL"
         )
         if not exists:
+            if not upgrade:
+                raise JournalError(f"{where} holds no store_async journal")
             for statement in _CREATE:
                 await connection.execute(statement)
             await connection.execute("INSERT INTO store_async_journal_version (version) VALUES (1)")
@@ -183,7 +189,7 @@ async def prepare(connection: asyncpg.Connection, where: str) -> int:
                 f"{where} holds a journal of schema version {version}, written by a newer "
                 f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
             )
-        while version < SCHEMA_VERSION:
+        while upgrade and version < SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
                 await connection.execute(statement)
             version += 1

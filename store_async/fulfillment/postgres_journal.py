@@ -272,13 +272,14 @@ _RENEW: Final = """
     WHERE lease_owner = $1 AND lease_token = ANY($2::bigint[])
     RETURNING id, lease_token
 """
+# ``{orders}``: the order transactions' column, or NULL in a version-1 schema (read-only).
 _READ_ROWS: Final = """
     SELECT f.key, f.idempotency_key, f.item_id, f.product_id, f.identity_type,
         u.identity_value, f.local_ticket_reference, f.state, f.attempts, f.correlation_id,
         f.request_id, f.cv, f.error_type, f.error_status, f.error_code, f.error_inner_code,
         f.error_message, f.run_id, f.line, extract(epoch FROM f.created_at)::float8,
         extract(epoch FROM f.updated_at)::float8, f.id, f.quantity, f.include_order_ids,
-        f.sandbox_id, f.new_quantity, f.order_transactions::text
+        f.sandbox_id, f.new_quantity, {orders}
     FROM store_async_fulfillments AS f JOIN store_async_users AS u ON u.id = f.user_id
 """
 
@@ -339,9 +340,13 @@ class PostgresJournal:
     :param max_tries: unknown outcomes in a row after which a leased row is parked.
     :param retry_after: seconds a user waits after an unknown outcome before its next lease.
     :param pool_size: connections to the database at most.
+    :param read_only: only read (``store-async journal``): the schema is neither created nor
+        upgraded (an older version is read as it is, as the SQLite reader does), and every
+        write raises :class:`JournalError`.
 
     Open it with ``async with`` (or :meth:`open` and :meth:`close`). Raises
-    :class:`JournalError` when the database cannot be reached or holds a newer schema.
+    :class:`JournalError` when the database cannot be reached or holds a newer schema (or,
+    ``read_only``, no journal).
     """
 
     def __init__(
@@ -353,6 +358,7 @@ class PostgresJournal:
         retry_after: float = 1.0,
         pool_size: int = 4,
         max_lazy_marks: int = 512,
+        read_only: bool = False,
     ) -> None:
         self._dsn = dsn
         self.where = redact_dsn(dsn)
@@ -363,6 +369,8 @@ class PostgresJournal:
         self._retry_after = retry_after
         self._pool_size = pool_size
         self._max_lazy_marks = max_lazy_marks
+        self._read_only = read_only
+        self._read_rows = _READ_ROWS.format(orders="f.order_transactions::text")
         self._pool: asyncpg.Pool | None = None
         self._closed = False
         self.run_id = 0
@@ -409,7 +417,9 @@ class PostgresJournal:
                 self._dsn, min_size=1, max_size=self._pool_size, command_timeout=60
             )
             async with self._pool.acquire() as connection:
-                await prepare(connection, self.where)
+                version = await prepare(connection, self.where, upgrade=not self._read_only)
+            if version < 2:  # read-only: version 1 had no order transactions
+                self._read_rows = _READ_ROWS.format(orders="NULL::text")
         except JournalError:
             await self._drop_pool()
             raise
@@ -436,6 +446,10 @@ class PostgresJournal:
         finally:
             self._closed = True
             await self._drop_pool()
+
+    def _refuse_writes(self) -> None:
+        if self._read_only:
+            raise JournalError(f"journal {self.where} is open read-only")
 
     async def _transaction(
         self,
@@ -470,6 +484,7 @@ class PostgresJournal:
 
     async def begin_run(self, *, retry_failed: bool = False) -> int:
         """Record a run (one loader/worker process); loads until the next run belong to it."""
+        self._refuse_writes()
 
         async def work(connection: asyncpg.Connection) -> int:
             return int(
@@ -646,6 +661,7 @@ class PostgresJournal:
         """Lease up to ``users`` free users with workable rows for ``seconds``, with up to
         ``rows_per_user`` of each one's pending rows (in load order). Empty when none is free.
         Each lease has its own token."""
+        self._refuse_writes()
 
         async def work(connection: asyncpg.Connection) -> list[Lease]:
             found = await connection.fetch(_LEASE, users, self.worker_id, seconds, rows_per_user)
@@ -680,6 +696,7 @@ class PostgresJournal:
         """Extend this worker's leases of the given tokens; return the ``(user id, token)``
         pairs it still holds (a lease taken over by another worker after it expired is lost).
         """
+        self._refuse_writes()
         wanted = sorted(set(tokens))
         if not wanted:
             return set()
@@ -705,6 +722,7 @@ class PostgresJournal:
 
         ``max_tries`` parks a row after that many unknown outcomes (``None``: never).
         """
+        self._refuse_writes()
         done_rows = [
             (
                 key, token, result.attempts, result.correlation_id, result.request_id, result.cv,
@@ -864,7 +882,10 @@ class PostgresJournal:
         """Rows in the given states, in load order, read ``batch`` at a time (keyset paging:
         no transaction is held open between batches)."""
         wanted = sorted({RowState(state).value for state in states})
-        query = f"{_READ_ROWS} WHERE f.state = ANY($1::text[]) AND f.id > $2 ORDER BY f.id LIMIT $3"
+        query = (
+            f"{self._read_rows} WHERE f.state = ANY($1::text[]) AND f.id > $2 "
+            "ORDER BY f.id LIMIT $3"
+        )
         last = 0
         while True:
 
@@ -884,7 +905,7 @@ class PostgresJournal:
         """The row of one caller key, if journaled."""
 
         async def work(connection: asyncpg.Connection) -> Any:
-            return await connection.fetchrow(f"{_READ_ROWS} WHERE f.key = $1", key)
+            return await connection.fetchrow(f"{self._read_rows} WHERE f.key = $1", key)
 
         found = await self._transaction(work, "cannot read the journal", atomic=False)
         return None if found is None else _journal_row(found)
