@@ -163,33 +163,22 @@ def dsn_password(dsn: str) -> str | None:
         return None
 
 
-async def prepare(connection: asyncpg.Connection, where: str, *, upgrade: bool = True) -> int:
+async def prepare(connection: asyncpg.Connection, where: str) -> int:
     """Create or migrate the schema; return the version. Raises :class:`JournalError` for a
-    newer schema or a database that has a ``store_async_journal_version`` we cannot read.
-
-    ``upgrade=False`` (a reader) neither creates nor migrates: an older schema is returned as it
-    is, and a database without a journal is a :class:`JournalError`.
-    """
+    newer schema or a database that has a ``store_async_journal_version`` we cannot read."""
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
         exists = await connection.fetchval(
             "SELECT to_regclass('store_async_journal_version') IS NOT NULL"
         )
         if not exists:
-            if not upgrade:
-                raise JournalError(f"{where} holds no store_async journal")
             for statement in _CREATE:
                 await connection.execute(statement)
             await connection.execute("INSERT INTO store_async_journal_version (version) VALUES (1)")
-        version = await connection.fetchval("SELECT version FROM store_async_journal_version")
-        if not isinstance(version, int) or version < 1:
-            raise JournalError(f"{where} holds a damaged store_async journal (no schema version)")
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"{where} holds a journal of schema version {version}, written by a newer "
-                f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
-            )
-        while upgrade and version < SCHEMA_VERSION:
+        version = _checked(
+            await connection.fetchval("SELECT version FROM store_async_journal_version"), where
+        )
+        while version < SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
                 await connection.execute(statement)
             version += 1
@@ -197,3 +186,28 @@ async def prepare(connection: asyncpg.Connection, where: str, *, upgrade: bool =
                 "UPDATE store_async_journal_version SET version = $1, migrated_at = now()", version
             )
         return version
+
+
+async def read_version(connection: asyncpg.Connection, where: str) -> int:
+    """The schema version, for a reader: nothing is created or migrated (an older version is
+    read as it is). Raises :class:`JournalError` for a database without a journal, a damaged
+    or a newer one."""
+    exists = await connection.fetchval(
+        "SELECT to_regclass('store_async_journal_version') IS NOT NULL"
+    )
+    if not exists:
+        raise JournalError(f"{where} holds no store_async journal")
+    return _checked(
+        await connection.fetchval("SELECT version FROM store_async_journal_version"), where
+    )
+
+
+def _checked(version: object, where: str) -> int:
+    if not isinstance(version, int) or version < 1:
+        raise JournalError(f"{where} holds a damaged store_async journal (no schema version)")
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"{where} holds a journal of schema version {version}, written by a newer "
+            f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
+        )
+    return version

@@ -45,7 +45,7 @@ import attrs
 import orjson
 
 from store_async.errors import StoreError
-from store_async.fulfillment._pg_schema import dsn_password, prepare, redact_dsn
+from store_async.fulfillment._pg_schema import dsn_password, prepare, read_version, redact_dsn
 from store_async.fulfillment._sqlite_store import _differences as differences
 from store_async.fulfillment.journal import (
     Claim,
@@ -417,7 +417,10 @@ class PostgresJournal:
                 self._dsn, min_size=1, max_size=self._pool_size, command_timeout=60
             )
             async with self._pool.acquire() as connection:
-                version = await prepare(connection, self.where, upgrade=not self._read_only)
+                if self._read_only:
+                    version = await read_version(connection, self.where)
+                else:
+                    version = await prepare(connection, self.where)
             if version < 2:  # read-only: version 1 had no order transactions
                 self._read_rows = _READ_ROWS.format(orders="NULL::text")
         except JournalError:
