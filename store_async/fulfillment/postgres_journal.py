@@ -165,8 +165,9 @@ _HELD: Final = """
     )"""
 _LEASE_OK: Final = """(v.token IS NULL OR EXISTS (
         SELECT 1 FROM held WHERE held.id = f.user_id AND held.lease_token = v.token))"""
-# A v8 answer's balance is the last answer's; its order ids are the first answer's that had any
-# (a replay of a developer-managed consume returns none), as in the SQLite journal.
+# A row is marked done once (from pending), with its answer's v8 balance and order ids; the
+# coalesces state the SQLite journal's rule all the same: the balance of the last answer, the
+# order ids of the first that had any (a developer-managed replay returns none).
 _DONE: Final = f"""
     WITH v AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[], $5::text[],
