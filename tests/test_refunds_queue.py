@@ -251,6 +251,33 @@ async def test_a_feed_without_a_store_hands_out_only_what_the_journal_holds(
         assert await queue.approximate_count() == 3
 
 
+async def test_two_feeds_on_one_journal_may_both_hand_out_an_event_one_mark_wins(
+    emulator: StoreEmulator,
+    journal_spec: str,  # noqa: F811
+) -> None:
+    """What the guide promises two consumers of one journal (two processes: two journal
+    objects): no exclusive hand-out, but exactly one ``mark_handled()`` answers ``True``."""
+    await emulator.refunds.issue(count=6, seed=3)
+    async with (
+        StoreClient(emulator.credential(), endpoints=emulator.endpoints) as store,
+        await open_refund_journal(journal_spec) as first,
+        await open_refund_journal(journal_spec) as second,
+        RefundQueue(store) as queue,
+    ):
+        await RefundSync(queue, first).run()
+        one, two = RefundFeed(None, first).__aiter__(), RefundFeed(None, second).__aiter__()
+        marks: dict[str, list[bool]] = {}
+        for _ in range(6):
+            a, b = await anext(one), await anext(two)
+            assert a.event_id == b.event_id  # both were handed the same event
+            for refund in (b, a):
+                marks.setdefault(refund.event_id, []).append(await refund.mark_handled())
+        assert len(marks) == 6
+        assert all(answers == [True, False] for answers in marks.values())
+        assert (await second.counts()).unhandled == 0
+        assert [refund async for refund in RefundFeed(None, first)] == []
+
+
 async def test_bad_queue_and_feed_arguments_are_validation_errors(
     azurite: Azurite,  # noqa: F811
     tmp_path: Path,
