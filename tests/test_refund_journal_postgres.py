@@ -5,6 +5,7 @@ keyset readers under concurrent syncers, and DSN passwords that never show."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -211,3 +212,14 @@ async def test_a_password_never_shows_in_reprs_or_errors(
     good = postgres_dsn.replace("postgres@", f"postgres:{postgres_server.password}@")
     async with await open_refund_journal(good) as opened:
         assert postgres_server.password not in repr(opened)
+
+
+async def test_without_asyncpg_the_error_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg -> ImportError
+    with pytest.raises(RefundJournalError) as caught:
+        await open_refund_journal("postgresql://refunds@127.0.0.1:1/store")
+    assert str(caught.value) == (
+        "a PostgreSQL refund journal needs asyncpg: pip install 'store-async[postgres]'"
+    )
