@@ -203,8 +203,12 @@ class Fulfiller:
                     group.create_task(self._work(queue)) for _ in range(self._concurrency)
                 ]
         except BaseExceptionGroup as errors:  # one failing task cancels the others
-            if len(errors.exceptions) == 1:
-                raise errors.exceptions[0] from None
+            # A failed journal fails every waiting worker at once: report it once, as itself.
+            first = errors.exceptions[0]
+            if len(errors.exceptions) == 1 or all(
+                isinstance(error, StoreError) for error in errors.exceptions
+            ):
+                raise first from None
             raise
 
     # -- feeder -------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class SqliteJournal:
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._broken: JournalError | None = None
+        self._broken: str | None = None  # why the journal failed; each waiter gets its own error
         self._closed = False
         self._lazy_marks = 0  # marks queued but not yet committed (event-loop thread only)
         self.commits = 0
@@ -173,7 +173,8 @@ class SqliteJournal:
         if self._closed:
             future.set_exception(JournalError(f"journal {self.path} is closed"))
         elif self._broken is not None:
-            future.set_exception(self._broken)
+            future.set_exception(JournalError(self._broken))
+            future.exception()  # retrieved: see _settle
         else:
             self._queue.put((kind, payload, future))
         return future
@@ -197,6 +198,10 @@ class SqliteJournal:
                 continue
             if isinstance(value, BaseException):
                 future.set_exception(value)
+                # Retrieved here: a failed journal fails every claim, and the claims of items
+                # still queued when the run stops are never awaited. The failure is reported by
+                # the claims that are awaited, flush and close, not by one log line per row.
+                future.exception()
             else:
                 future.set_result(value)
 
@@ -225,15 +230,13 @@ class SqliteJournal:
                     detail = (
                         str(error) if isinstance(error, sqlite3.Error) else type(error).__name__
                     )
-                    self._broken = JournalError(
-                        f"journal {self.path} could not be written: {detail}"
-                    )
+                    self._broken = f"journal {self.path} could not be written: {detail}"
                     with contextlib.suppress(sqlite3.Error):
                         self._connection.execute("ROLLBACK")
             if self._broken is not None:
                 # Nothing of this batch is committed; fail every waiter (marks have none).
                 results = [
-                    (op[2], None if op[0] == _CLOSE else self._broken)
+                    (op[2], None if op[0] == _CLOSE else JournalError(self._broken))
                     for op in batch
                     if op[0] != _MARK
                 ]
