@@ -11,8 +11,9 @@ on its own (the key exists, or an idempotency key is taken).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-import time
+from itertools import chain
 from typing import Any, Final
 
 import attrs
@@ -39,31 +40,41 @@ _RESEND: Final = """
     UPDATE fulfillments SET state = 'pending', run_id = ?, line = ?, beneficiary_id = ?,
         updated_at = ? WHERE key = ?
 """
-DONE: Final = """
-    UPDATE fulfillments SET state = 'done', attempts = attempts + ?, correlation_id = ?,
-        request_id = ?, cv = ?, error_type = NULL, error_status = NULL, error_code = NULL,
-        error_inner_code = NULL, error_message = NULL, updated_at = ? WHERE key = ?
-"""
-_ERROR_COLUMNS: Final = """attempts = attempts + ?, correlation_id = ?, request_id = ?, cv = ?,
-        error_type = ?, error_status = ?, error_code = ?, error_inner_code = ?,
-        error_message = ?, updated_at = ?"""
-FAILED: Final = f"UPDATE fulfillments SET state = 'failed', {_ERROR_COLUMNS} WHERE key = ?"
-UNKNOWN: Final = f"UPDATE fulfillments SET {_ERROR_COLUMNS} WHERE key = ?"
+_ERROR_COLUMNS: Final = (
+    "error_type",
+    "error_status",
+    "error_code",
+    "error_inner_code",
+    "error_message",
+)
+DONE: Final = (
+    "state = 'done', error_type = NULL, error_status = NULL, error_code = NULL, "
+    "error_inner_code = NULL, error_message = NULL",
+    (),
+)
+"""How a done mark changes its row (besides attempts, correlation ids and updated_at)."""
+FAILED: Final = ("state = 'failed'", _ERROR_COLUMNS)
+UNKNOWN: Final = ("", _ERROR_COLUMNS)
 """An unknown outcome only records the attempt; the row stays as it is (pending)."""
+_MARK_COLUMNS: Final = ("attempts", "correlation_id", "request_id", "cv")
+# Marks are written by multi-row statements of these sizes (largest first), so that a batch of
+# n marks takes about n / 128 statements and SQLite prepares at most five per kind of mark.
+_MARK_CHUNKS: Final = (128, 32, 8, 2, 1)
 
 _BENEFICIARY_CACHE: Final = 4096
 
 
 def done_row(key: str, result: ConsumeResult) -> tuple[Any, ...]:
-    """Parameters of :data:`DONE`."""
-    return (result.attempts, result.correlation_id, result.request_id, result.cv, time.time(), key)
+    """One done mark, as :meth:`JournalStore.mark` takes it (``updated_at`` is the commit's)."""
+    return (key, result.attempts, result.correlation_id, result.request_id, result.cv)
 
 
 def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
-    """Parameters of :data:`FAILED` and :data:`UNKNOWN` (no secrets: see FailureInfo)."""
+    """One failed or unknown mark (no secrets: see FailureInfo)."""
     info = FailureInfo.from_error(error)
     attempts = getattr(error, "attempts", None)
     return (
+        key,
         attempts if isinstance(attempts, int) and attempts > 0 else 1,
         error.correlation_id,
         error.request_id,
@@ -73,8 +84,29 @@ def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
         info.code,
         info.inner_code,
         info.message,
-        time.time(),
-        key,
+    )
+
+
+@functools.cache
+def _update_many(kind: tuple[str, tuple[str, ...]], rows: int) -> str:
+    """The statement that applies ``rows`` marks of one ``kind`` (``DONE``, ``FAILED``...).
+
+    The marks of one batch hold distinct keys (a key is sent once per run, and a run's marks are
+    flushed before the next begins), so joining on the key updates each row once.
+    """
+    assignments, extra = kind
+    columns = ("key", *_MARK_COLUMNS, *extra)
+    values = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * rows)
+    names = ", ".join(f"new_{column}" for column in columns)
+    sets = [
+        "attempts = fulfillments.attempts + v.new_attempts",
+        *(f"{column} = v.new_{column}" for column in (*_MARK_COLUMNS[1:], *extra)),
+        *([assignments] if assignments else []),
+        "updated_at = ?",
+    ]
+    return (
+        f"WITH v({names}) AS (VALUES {values}) "
+        f"UPDATE fulfillments SET {', '.join(sets)} FROM v WHERE fulfillments.key = v.new_key"
     )
 
 
@@ -96,8 +128,18 @@ class JournalStore:
         self.run_id, self._retry_failed = int(cursor.lastrowid or 0), retry_failed
         return self.run_id
 
-    def mark(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        self._connection.executemany(statement, rows)
+    def mark(
+        self, kind: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]], now: float
+    ) -> None:
+        """Apply ``rows`` (from :func:`done_row` or :func:`error_row`) of one ``kind``: a few
+        multi-row statements, parameters flattened in C, no per-row step in Python."""
+        execute, start, size = self._connection.execute, 0, len(rows)
+        for chunk in _MARK_CHUNKS:
+            statement = None
+            while size - start >= chunk:
+                statement = statement or _update_many(kind, chunk)
+                execute(statement, (*chain.from_iterable(rows[start : start + chunk]), now))
+                start += chunk
 
     def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
         """Decide claims in input order (see the module docstring).
