@@ -20,7 +20,6 @@ exits 1 unless exactly-once held for every consumable.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from store_async.cli._arguments import integer, real
+from store_async.cli._loop import add_loop_option
+from store_async.cli._loop import run as run_loop
 
 if TYPE_CHECKING:
     from store_async.client import StoreClient
@@ -45,6 +46,7 @@ MAX_ROUNDS = 10
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_loop_option(parser)
     parser.add_argument("--count", type=integer(1), default=10_000, help="consumables (10000)")
     parser.add_argument(
         "--fault-rate",
@@ -241,4 +243,4 @@ def _report(
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo(args, sys.stdout))
+    return run_loop(_demo(args, sys.stdout), args.loop)

@@ -20,11 +20,14 @@ import signal
 import sys
 
 from store_async.cli._arguments import integer, real
+from store_async.cli._loop import add_loop_option
+from store_async.cli._loop import run as run_loop
 
 __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_loop_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
         "--port", type=integer(0, 65535), default=8080, help="port (8080; 0 = any free port)"
@@ -58,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
+    return run_loop(_serve(args), args.loop)
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from store_async.cli._arguments import integer, real
+from store_async.cli._loop import add_loop_option
+from store_async.cli._loop import run as run_loop
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import (
@@ -51,6 +53,7 @@ def exit_1_on_usage_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_loop_option(parser)
     exit_1_on_usage_errors(parser)
     parser.add_argument("input", metavar="INPUT.jsonl", help="one fulfillment per line")
     parser.add_argument(
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     endpoints = Endpoints.single(args.endpoint) if args.endpoint else Endpoints.production()
     try:
-        report = asyncio.run(_fulfill(args, endpoints))
+        report = run_loop(_fulfill(args, endpoints), args.loop)
         _print_report(report)
         if args.report:
             with open(args.report, "wb") as file:
