@@ -49,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
     parser.add_argument(
+        "--latency",
+        type=real(0.0, 3600.0),
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every call this late, like a real Store round trip (0; e.g. 0.1)",
+    )
+    parser.add_argument(
         "--token",
         default=None,
         help="the development bearer token to accept (random when absent)",
@@ -76,6 +83,7 @@ async def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         dev_token=args.token,
+        latency=args.latency,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -32,6 +32,7 @@ from store_async.fulfillment import (
     SqliteJournal,
     read_jsonl,
 )
+from store_async.fulfillment.fulfiller import DEFAULT_CONCURRENCY
 from store_async.fulfillment.progress import ProgressBar
 
 __all__ = ["configure", "exit_1_on_usage_errors", "run"]
@@ -75,9 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=integer(1),
-        default=64,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="calls in flight at most (default 64)",
+        help=f"calls in flight at most (default {DEFAULT_CONCURRENCY}: ~5,000/s at a 0.1 s "
+        "round trip; see docs/guides/performance.md)",
     )
     parser.add_argument("--report", metavar="FILE", help="also write the final report as JSON")
     parser.add_argument(

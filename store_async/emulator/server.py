@@ -16,10 +16,11 @@ Every API family is served on one base URL (:attr:`StoreEmulator.url`), with the
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import ssl
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
@@ -88,6 +89,7 @@ class StoreEmulator(Seeding):
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
         wire_variants: bool = False,
         content_length_on_204: bool = True,
+        latency: float = 0.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {port}")
@@ -100,6 +102,10 @@ class StoreEmulator(Seeding):
         ):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string")
+        if not (isinstance(latency, (int, float)) and 0 <= latency < 3600):
+            raise ValueError(f"latency must be within 0..3600 seconds, got {latency!r}")
+        self.latency = float(latency)
+        """Seconds every answer waits before it is made (a real Store round trip: ~0.1)."""
         self.host = host
         self._port = port
         self._tls_wanted = tls
@@ -140,8 +146,11 @@ class StoreEmulator(Seeding):
             raise RuntimeError("the emulator is already running")
         if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
+        application = self._service.application()
+        if self.latency > 0:
+            application.middlewares.append(_fixed_latency(self.latency))
         runner = web.AppRunner(
-            self._service.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            application, access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
         await runner.setup()
         try:
@@ -310,3 +319,16 @@ class StoreEmulator(Seeding):
     def __repr__(self) -> str:
         where = self._url or "not started"
         return f"StoreEmulator({where}, faults={self.faults.rate_for('consume')})"
+
+
+def _fixed_latency(seconds: float) -> Any:
+    """A middleware that answers every request but the control plane's ``seconds`` late."""
+
+    @web.middleware
+    async def delay(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/_emulator"):
+            await asyncio.sleep(seconds)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return delay
