@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 from _consume_server import PATH, serve
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.codec import dumps
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints

@@ -20,13 +20,13 @@ from typing import Any
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from store_async.client import StoreClient
+from store_async import StoreClient
+from store_async._transport import AiohttpTransport
 from store_async.codec import dumps
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.models import ConsumeRequest, UserIdentity
 from store_async.models.consume import consume_result
-from store_async.transport import Transport
 
 
 class CannedResponse:
@@ -46,6 +46,9 @@ class StubSession:
     """Just enough of ``aiohttp.ClientSession.post`` for the success path."""
 
     async def post(self, url: Any, **_kwargs: Any) -> CannedResponse:
+        return CANNED
+
+    async def request(self, method: str, url: Any, **_kwargs: Any) -> CannedResponse:
         return CANNED
 
 
@@ -82,11 +85,18 @@ async def bare_with_result(
 
 
 async def engine(calls: int, request: ConsumeRequest) -> float:
+    transport = AiohttpTransport(
+        StubSession(),  # type: ignore[arg-type]
+        max_response_bytes=1 << 20,
+        attempt_timeout=10.0,
+        connect_timeout=5.0,
+    )
     client = StoreClient(
-        StaticTokenCredential("bench-token"), endpoints=Endpoints.single("http://127.0.0.1:1")
+        StaticTokenCredential("bench-token"),
+        endpoints=Endpoints.single("http://127.0.0.1:1"),
+        transport=transport,
     )
     async with client:
-        client._engine.transport = Transport(StubSession(), max_response_bytes=1 << 20)  # type: ignore[arg-type]
         await client.consume(request)  # warm the token cache
         started = time.perf_counter()
         for _ in range(calls):

@@ -1,28 +1,37 @@
-"""Typed errors, and the one function that turns an HTTP answer into one of them.
+"""The exception tree. Every error this library raises is a :class:`StoreError`::
 
-Every error this library raises is a :class:`StoreError`. Each carries the HTTP status (when
-there was an answer), the service's error ``code`` and ``inner_code`` (from its ServiceError
-body), and the service's correlation headers, so a failure can be traced with Microsoft support.
+    StoreError                       status, code, inner_code, message, correlation ids
+    ├── ValidationError (ValueError) bad input to this library; nothing was sent
+    │   └── InvalidStoreIdKeyError   a Store ID key that is not a well-formed JWT
+    ├── AuthenticationError          401 (token_rejected: about our access token)
+    ├── InvalidRequestError          400
+    ├── NotFoundError                404
+    ├── ConflictError                409
+    ├── RequestTimeoutError          408 (not sent; retryable)
+    ├── ThrottledError               429 (retry_after; retryable)
+    ├── ServiceUnavailableError      5xx (maybe applied)
+    ├── TransportError               no usable answer (kind: not sent / maybe applied)
+    ├── ResponseFormatError          a 2xx body that is not what the operation promises
+    │   └── ResponseTooLargeError    over max_response_bytes; not read whole
+    └── OutcomeUnknownError          retries ended after an attempt that may have been applied
 
-Each error also says what it means for the retry engine:
+Each carries the HTTP status (when there was an answer), the service's error ``code`` and
+``inner_code`` (from its ServiceError body), and the service's correlation headers, so a failure
+can be traced with Microsoft support. Each also says what it means for the retry engine:
 
 - :attr:`StoreError.kind` - was the request *not sent*, *maybe applied*, or *answered*?
 - :attr:`StoreError.retryable` - may the same request (same idempotency key) be sent again?
 
-No message ever contains a token, a Store ID key or a client secret.
+No message ever contains a token, a Store ID key or a client secret. How an HTTP answer becomes
+one of these lives next to the transport (``store_async._responses``).
 """
 
 from __future__ import annotations
 
-import email.utils
 import enum
-import math
-import time
-from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
-import orjson
 
 __all__ = [
     "AuthenticationError",
@@ -42,11 +51,9 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "ValidationError",
-    "error_from_response",
-    "parse_retry_after",
 ]
 
-# The documented inner codes of a 401 (STORE_API.md section 3.2).
+# The documented inner codes of a 401 (docs/store-api.md section 3.2).
 AUTHENTICATION_TOKEN_INVALID: Final = "AuthenticationTokenInvalid"
 PARTNER_AAD_TICKET_REQUIRED: Final = "PartnerAadTicketRequired"
 INCONSISTENT_CLIENT_ID: Final = "InconsistentClientId"
@@ -248,8 +255,10 @@ class ResponseTooLargeError(ResponseFormatError):
 class OutcomeUnknownError(StoreError):
     """Retries ended and at least one attempt may have been applied.
 
-    This is a result, not a crash: send the same request again later (same ``tracking_id``,
-    transaction id or order id) and the service settles it without applying it twice.
+    This is a result, not a crash: send the same request again later (same
+    :attr:`idempotency_key`: tracking id, transaction id or order id) and the service settles it
+    without applying it twice. An operation without an idempotency key (key renewal) has
+    ``idempotency_key=None``: check its state before sending it again.
     """
 
     kind = FailureKind.MAYBE_APPLIED
@@ -258,145 +267,24 @@ class OutcomeUnknownError(StoreError):
         self,
         message: str,
         *,
-        tracking_id: str | None,
+        idempotency_key: str | None = None,
         attempts: int = 0,
         last_error: StoreError | None = None,
+        tracking_id: str | None = None,
         **fields: Any,
     ) -> None:
         super().__init__(message, **fields)
-        self.tracking_id = tracking_id
+        self.idempotency_key = idempotency_key if idempotency_key is not None else tracking_id
         self.attempts = attempts
         self.last_error = last_error
 
+    @property
+    def tracking_id(self) -> str | None:
+        """Alias of :attr:`idempotency_key` (its name before 0.2; kept for compatibility)."""
+        return self.idempotency_key
+
     def __str__(self) -> str:
-        return f"{super().__str__()} [tracking_id={self.tracking_id}, attempts={self.attempts}]"
-
-
-_BY_STATUS: Final[dict[int, type[StoreError]]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    404: NotFoundError,
-    408: RequestTimeoutError,
-    409: ConflictError,
-    429: ThrottledError,
-}
-
-_RETRY_AFTER_CAP: Final = 24 * 3600.0
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date.
-
-    Returns ``None`` for a missing or unreadable value; never negative; at most one day.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and not hasattr(headers, "getall"):  # plain dicts are case-sensitive
-        lowered = name.lower()
-        for key, candidate in headers.items():
-            if key.lower() == lowered:
-                return candidate
-    return value
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _seq(value: Any) -> tuple[Any, ...]:
-    return tuple(value) if isinstance(value, list) else ()
-
-
-def _lowered(value: Any) -> dict[str, Any] | None:
-    if not isinstance(value, dict):
-        return None
-    return {key.lower(): item for key, item in value.items() if isinstance(key, str)}
-
-
-def _parse_service_error(body: bytes) -> ServiceError | None:
-    """Read a ServiceError body leniently (any casing, missing parts); ``None`` if not JSON."""
-    if not body:
-        return None
-    try:
-        document = _lowered(orjson.loads(body))
-    except (orjson.JSONDecodeError, RecursionError):
-        return None
-    if document is None:
-        return None
-    inner = _lowered(document.get("innererror"))
-    inner_error = None
-    if inner is not None:
-        inner_error = InnerError(
-            code=_text(inner.get("code")),
-            message=_text(inner.get("message")),
-            source=_text(inner.get("source")),
-            data=_seq(inner.get("data")),
-            details=_seq(inner.get("details")),
+        return (
+            f"{super().__str__()} [idempotency_key={self.idempotency_key}, "
+            f"attempts={self.attempts}]"
         )
-    return ServiceError(
-        code=_text(document.get("code")),
-        message=_text(document.get("message")),
-        source=_text(document.get("source")),
-        data=_seq(document.get("data")),
-        details=_seq(document.get("details")),
-        inner_error=inner_error,
-    )
-
-
-def error_from_response(status: int, headers: Mapping[str, str], body: bytes) -> StoreError:
-    """Build the typed error for an unsuccessful HTTP answer.
-
-    ``headers`` may be aiohttp's case-insensitive multidict or a plain mapping. The body may be
-    anything (a ServiceError JSON, an HTML page from a proxy, nothing); this function never
-    raises, it always returns a :class:`StoreError`.
-    """
-    try:
-        service_error = _parse_service_error(body)
-    except Exception:
-        service_error = None
-    code = service_error.code if service_error else None
-    inner = service_error.inner_error if service_error else None
-    inner_code = inner.code if inner else None
-    detail = (inner.message if inner and inner.message else None) or (
-        service_error.message if service_error else None
-    )
-    if detail is None:
-        detail = (
-            f"non-JSON body of {len(body)} bytes"
-            if body and service_error is None
-            else "no error details"
-        )
-    cls: type[StoreError]
-    cls = ServiceUnavailableError if status >= 500 else _BY_STATUS.get(status, StoreError)
-    retry_after = None
-    if status in (429, 503):
-        retry_after = parse_retry_after(_header(headers, "Retry-After"))
-    return cls(
-        f"HTTP {status}: {detail[:500]}",
-        status=status,
-        code=code,
-        inner_code=inner_code,
-        correlation_id=_header(headers, "MS-CorrelationId"),
-        request_id=_header(headers, "MS-RequestId"),
-        cv=_header(headers, "MS-CV"),
-        retry_after=retry_after,
-        service_error=service_error,
-    )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken
 
-from store_async.auth import STORE_SCOPE, TokenCache
+from store_async import STORE_SCOPE, TokenCache
 from store_async.errors import AuthenticationError, ValidationError
 from tests.fake_store import CountingCredential, FakeClock, LegacyCredential
 

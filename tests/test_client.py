@@ -11,8 +11,9 @@ import pytest
 from azure.core.credentials import AccessToken
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from store_async.auth import TokenCache
-from store_async.client import OPERATIONS, StoreClient
+from store_async import RetryPolicy, StoreClient, TokenCache
+from store_async._operations import ROUTES
+from store_async._transport import AiohttpTransport
 from store_async.credentials import StaticTokenCredential
 from store_async.endpoints import Endpoints
 from store_async.errors import (
@@ -31,7 +32,6 @@ from store_async.models import (
     QueryRequest,
     UserIdentity,
 )
-from store_async.retry import RetryPolicy
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 from tests.fake_store import (
     GOOD_TOKEN,
@@ -266,8 +266,8 @@ BadCall = Callable[[StoreClient], object]
     "bad_call",
     [
         lambda s: s.consume("not a request"),
-        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), deadline=0),
-        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), deadline=float("inf")),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), timeout=0),
+        lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), timeout=float("inf")),
         lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), attempts=0),
         lambda s: s.consume(ConsumeRequest.for_item(_user(), "i"), attempts="3"),
         lambda s: s.query_products({"beneficiaries": []}),
@@ -318,7 +318,7 @@ def test_a_non_credential_raises_validation_error() -> None:
 
 
 def test_the_operation_table() -> None:
-    table = {(op.name, op.key_name): (op.repeatable, op.writes) for op in OPERATIONS}
+    table = {(op.name, op.key_name): (op.repeatable, op.writes) for op in ROUTES}
     assert table == {
         ("consume", "trackingId"): (True, True),
         ("consume", "transactionId"): (True, True),
@@ -336,17 +336,20 @@ def _user() -> UserIdentity:
 
 def test_attempt_timeouts_never_end_after_the_deadline() -> None:
     """aiohttp rounds timeouts of 5 s or more up to a whole second: fine for a full attempt,
-    not for one that must end at the deadline, which gets an exact timeout instead."""
-    usual = StoreClient(StaticTokenCredential("t"))._engine
-    assert usual._first_timeout is usual._timeout
-    assert (usual._timeout.total, usual._timeout.connect) == (10.0, 5.0)
-    tight = StoreClient(
-        StaticTokenCredential("t"), retry=RetryPolicy(deadline=10.5, attempt_timeout=10)
-    )._engine
-    first = tight._first_timeout
+    not for one that must end at the call's deadline, which gets an exact timeout instead."""
+    usual = AiohttpTransport(
+        None,  # type: ignore[arg-type]
+        max_response_bytes=1,
+        attempt_timeout=RetryPolicy().attempt_timeout,
+        connect_timeout=RetryPolicy().connect_seconds,
+    )
+    first = usual._timeout(RetryPolicy().timeout)
+    assert first is usual._full
     assert (first.total, first.connect) == (10.0, 5.0)
-    assert first.ceil_threshold > 1e9
-    last = tight._timeout_within(3.0)
+    tight = usual._timeout(10.5)  # a call timeout of 10.5 s with 10 s attempts
+    assert (tight.total, tight.connect) == (10.0, 5.0)
+    assert tight.ceil_threshold > 1e9
+    last = usual._timeout(3.0)
     assert (last.total, last.connect, last.ceil_threshold > 1e9) == (3.0, 3.0, True)
 
 
@@ -363,20 +366,15 @@ class _SlowCredential:
 
 
 class _RecordingTransport:
-    """Answers 204 and records the timeout each attempt was given."""
+    """Answers 204 and records the time each attempt was given."""
 
     def __init__(self) -> None:
-        self.timeouts: list[aiohttp.ClientTimeout] = []
+        self.timeouts: list[float] = []
 
-    async def post(
-        self,
-        _url: object,
-        _body: object,
-        _headers: object,
-        client_timeout: aiohttp.ClientTimeout,
-        _op: str,
+    async def send(
+        self, _method: str, _url: object, _headers: object, _body: object, time_left: float
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        self.timeouts.append(client_timeout)
+        self.timeouts.append(time_left)
         return 204, CIMultiDictProxy(CIMultiDict()), b""
 
 
@@ -384,33 +382,33 @@ async def test_time_spent_waiting_for_a_token_counts_against_the_deadline(
     beneficiary: UserIdentity,
 ) -> None:
     now = [1000.0]
+    transport = _RecordingTransport()
     client = StoreClient(
         _SlowCredential(now, 6.0),
         endpoints=Endpoints.single("http://127.0.0.1:1"),
-        retry=RetryPolicy(deadline=10.0, attempt_timeout=8.0),
+        retry=RetryPolicy(timeout=10.0, attempt_timeout=8.0),
         clock=lambda: now[0],
+        transport=transport,
     )
     async with client:
-        transport = _RecordingTransport()
-        client._engine.transport = transport  # type: ignore[assignment]
         await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
     [timeout] = transport.timeouts
-    assert timeout.total == pytest.approx(4.0)  # 10 s deadline - 6 s waiting for the token
+    assert timeout == pytest.approx(4.0)  # 10 s deadline - 6 s waiting for the token
 
 
 async def test_a_token_arriving_after_the_deadline_is_not_used_to_send(
     beneficiary: UserIdentity,
 ) -> None:
     now = [1000.0]
+    transport = _RecordingTransport()
     client = StoreClient(
         _SlowCredential(now, 11.0),
         endpoints=Endpoints.single("http://127.0.0.1:1"),
-        retry=RetryPolicy(deadline=10.0, attempt_timeout=8.0),
+        retry=RetryPolicy(timeout=10.0, attempt_timeout=8.0),
         clock=lambda: now[0],
+        transport=transport,
     )
     async with client:
-        transport = _RecordingTransport()
-        client._engine.transport = transport  # type: ignore[assignment]
         with pytest.raises(TransportError) as caught:
             await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
     assert caught.value.kind is FailureKind.NOT_SENT
@@ -428,15 +426,10 @@ async def test_no_attempt_is_sent_once_an_overlong_wait_has_used_up_the_deadline
         now[0] += seconds + 60.0
 
     class FailingOnce(_RecordingTransport):
-        async def post(
-            self,
-            _url: object,
-            _body: object,
-            _headers: object,
-            client_timeout: aiohttp.ClientTimeout,
-            _op: str,
+        async def send(
+            self, _method: str, _url: object, _headers: object, _body: object, time_left: float
         ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-            self.timeouts.append(client_timeout)
+            self.timeouts.append(time_left)
             if len(self.timeouts) == 1:
                 raise ServiceUnavailableError("HTTP 503", status=503)
             return 204, CIMultiDictProxy(CIMultiDict()), b""
@@ -444,13 +437,12 @@ async def test_no_attempt_is_sent_once_an_overlong_wait_has_used_up_the_deadline
     client = StoreClient(
         StaticTokenCredential(GOOD_TOKEN),
         endpoints=Endpoints.single("http://127.0.0.1:1"),
-        retry=RetryPolicy(deadline=30.0),
+        retry=RetryPolicy(timeout=30.0),
         clock=lambda: now[0],
         sleep=oversleep,
+        transport=(transport := FailingOnce()),
     )
     async with client:
-        transport = FailingOnce()
-        client._engine.transport = transport  # type: ignore[assignment]
         with pytest.raises(OutcomeUnknownError) as caught:
             await client.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
     assert len(transport.timeouts) == 1

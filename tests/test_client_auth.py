@@ -7,11 +7,9 @@ import asyncio
 import orjson
 import pytest
 
-from store_async.auth import TokenCache
-from store_async.client import StoreClient
+from store_async import RetryPolicy, StoreClient, TokenCache
 from store_async.errors import AuthenticationError
 from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
-from store_async.retry import RetryPolicy
 from tests.fake_store import CountingCredential, FakeClock, FakeStore, make_store_id_key
 
 CONSUME = "/v6.0/collections/consume"
@@ -29,7 +27,7 @@ async def test_10000_concurrent_calls_on_a_cold_cache_cause_one_get_token(
     credential = CountingCredential(["t1"], gate=gate)
     # 10,000 calls queue for 100 pooled connections: generous timeouts keep this test about
     # the token, not about how fast a shared CI machine drains the queue.
-    policy = RetryPolicy(deadline=300, attempt_timeout=120, connect_timeout=60)
+    policy = RetryPolicy(timeout=300, attempt_timeout=120, connect_timeout=60)
     async with (
         FakeStore(tokens=["t1"]) as fake,
         StoreClient(credential, endpoints=fake.endpoints, retry=policy) as store,

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from azure.identity.aio import ClientSecretCredential
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.emulator import FaultPlan, StoreEmulator
 from store_async.errors import FailureKind, OutcomeUnknownError, TransportError
-from store_async.hooks import AttemptFinished, ClientHooks
+from store_async.instrumentation import AttemptFinished, ClientHooks
 from store_async.models import ConsumeRequest, ConsumeResult, QueryRequest, UserIdentity
 
 

@@ -7,13 +7,11 @@ import logging
 
 import pytest
 
-from store_async.auth import TokenCache
-from store_async.client import StoreClient
+from store_async import RetryPolicy, StoreClient, TokenCache
 from store_async.credentials import StaticTokenCredential
 from store_async.errors import FailureKind, OutcomeUnknownError, StoreError
-from store_async.hooks import AttemptFinished, AttemptStarted, ClientHooks
+from store_async.instrumentation import AttemptFinished, AttemptStarted, ClientHooks
 from store_async.models import ConsumeRequest, UserIdentity
-from store_async.retry import RetryPolicy
 from tests.fake_store import (
     GOOD_TOKEN,
     CountingCredential,
@@ -159,7 +157,7 @@ async def test_the_retry_log_line_names_what_support_needs(
             StaticTokenCredential(GOOD_TOKEN), endpoints=fake.endpoints, sleep=FakeClock().sleep
         ) as store,
     ):
-        with caplog.at_level(logging.INFO, logger="store_async"):
+        with caplog.at_level(logging.DEBUG, logger="store_async"):
             await store.consume(request)
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
     assert f"trackingId={request.tracking_id}" in line

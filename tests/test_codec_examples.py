@@ -4,7 +4,7 @@ Bodies are copied from the Microsoft pages (MicrosoftDocs/windows-dev-docs ``uwp
 query-for-products, report-consumable-products-as-fulfilled, grant-free-products,
 renew-a-windows-store-id-key). Responses must structure into records with exact values; our
 requests must serialize to JSON equal to the documented bodies, except where the docs contradict
-themselves (STORE_API.md section 8), which is said at each place.
+themselves (docs/store-api.md section 8), which is said at each place.
 
 The Store for Business offline-license page documents no example, only the OfflineLicense
 structure, so its body is built from the documented field names.

@@ -1,6 +1,6 @@
 """Every documented error path answers with the documented status, code and inner code.
 
-STORE_API.md sections 3.2 (the three 401s), 4.1 (400 InvalidParameter), 5 (renew 401s), 7
+docs/store-api.md sections 3.2 (the three 401s), 4.1 (400 InvalidParameter), 5 (renew 401s), 7
 (offline license 404/409), plus the emulator's choices where the service is undocumented
 (consume of an item consumed under another key: 409 ItemAlreadyConsumed; unknown item: 404).
 """
@@ -78,7 +78,7 @@ def dev(emu: StoreEmulator) -> Headers:
 
 
 CASES = [
-    # -- consume: the documented 401s (STORE_API 3.2) -------------------------------------
+    # -- consume: the documented 401s (docs/store-api.md 3.2) --------------------------------------
     Case("consume without a token", CONSUME, lambda e: ({}, consume_item("u")),
          401, "PartnerAadTicketRequired"),
     Case("consume with a Basic header", CONSUME,
@@ -113,7 +113,7 @@ CASES = [
     Case("consume with an opaque user under strict keys", CONSUME,
          lambda e: (dev(e), consume_item("plain-user")), 401, "AuthenticationTokenInvalid",
          options={"strict_keys": True}),
-    # -- consume: the emulator's choices for undocumented answers -------------------------
+    # -- consume: the emulator's choices for undocumented answers ----------------------------------
     Case("consume of an unknown item", CONSUME, lambda e: (dev(e), consume_item("u", "nope")),
          404, "ItemNotFound"),
     Case("consume of an item consumed under another tracking id", CONSUME,
@@ -139,7 +139,7 @@ CASES = [
          400, "InvalidParameter", ("body",)),
     Case("consume with a JSON array", CONSUME, lambda e: (dev(e), []),
          400, "InvalidParameter", ("body",)),
-    # -- query ----------------------------------------------------------------------------
+    # -- query -------------------------------------------------------------------------------------
     Case("query without a token", QUERY,
          lambda e: ({}, {"beneficiaries": [identity("u")], "productTypes": ["Durable"]}),
          401, "PartnerAadTicketRequired"),
@@ -166,7 +166,7 @@ CASES = [
          lambda e: (dev(e), {"beneficiaries": [identity("u")], "productTypes": ["Durable"],
                              "modifiedAfter": "yesterday"}), 400, "InvalidParameter",
          ("modifiedAfter",)),
-    # -- grant (STORE_API 4.1) --------------------------------------------------------------
+    # -- grant (docs/store-api.md 4.1) -------------------------------------------------------------
     Case("grant without a token", GRANT, lambda e: ({}, grant_body("u")), 401,
          "PartnerAadTicketRequired"),
     Case("grant with a collections key", GRANT,
@@ -195,7 +195,7 @@ CASES = [
          lambda e: (dev(e), grant_body("u", productId="FREE2", availabilityId="AV3",
                                        orderId=ORDER)),
          409, "OrderIdConflict"),
-    # -- renew (STORE_API 5) ---------------------------------------------------------------
+    # -- renew (docs/store-api.md 5) ---------------------------------------------------------------
     Case("renew with an unknown ticket", RENEW,
          lambda e: ({}, {"serviceTicket": "nope", "key": e.mint_store_id_key("u")}),
          401, "AuthenticationTokenInvalid"),
@@ -219,7 +219,7 @@ CASES = [
          400, "InvalidParameter", ("serviceTicket",)),
     Case("renew without a key", RENEW, lambda e: ({}, {"serviceTicket": e.dev_token}),
          400, "InvalidParameter", ("key",)),
-    # -- offline license (STORE_API 7) -----------------------------------------------------
+    # -- offline license (docs/store-api.md 7) -----------------------------------------------------
     Case("offline license of an unknown product", "/V1/Products/NOPE/0016/OfflineLicense/c1",
          lambda e: (dev(e), None), 404, "ProductNotFound"),
     Case("offline license of a product not owned", "/V1/Products/NOTOWNED/0016/OfflineLicense/c1",

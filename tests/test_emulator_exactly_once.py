@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.emulator import FaultKind, FaultPlan, StoreEmulator
 from store_async.errors import OutcomeUnknownError, StoreError
 from store_async.models import ConsumeRequest, UserIdentity

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import ClientSecretCredential
 
-from store_async.client import StoreClient
+from store_async import StoreClient
 from store_async.emulator import DEFAULT_CLIENT_ID, DEFAULT_TENANT_ID, StoreEmulator
 from store_async.errors import AuthenticationError
 from store_async.models import ConsumeRequest, UserIdentity

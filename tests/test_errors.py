@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from store_async._responses import error_from_response, parse_retry_after
 from store_async.errors import (
     AuthenticationError,
     ConflictError,
@@ -25,11 +26,9 @@ from store_async.errors import (
     StoreError,
     ThrottledError,
     TransportError,
-    error_from_response,
-    parse_retry_after,
 )
 
-# The 401 body as observed in the wild (STORE_API.md section 6).
+# The 401 body as observed in the wild (docs/store-api.md section 6).
 UNAUTHORIZED_BODY = orjson.dumps(
     {
         "code": "Unauthorized",

@@ -1,4 +1,4 @@
-"""The public API named in DESIGN.md is importable exactly as documented."""
+"""The public API named in docs/design.md is importable exactly as documented."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 
 import store_async
 
-# DESIGN.md, "Public API (a contract: outside tests call these names)".
+# docs/design.md, "Public API (a contract: outside tests call these names)".
 CONTRACT = [
     "StoreClient",
     "Endpoints",

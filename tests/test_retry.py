@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
+from store_async import Endpoints, RetryBudget, RetryPolicy
+from store_async._operations import BoundRoute, Route
+from store_async._retry import Call, Retrier
 from store_async.errors import (
     AuthenticationError,
     ConflictError,
@@ -21,12 +25,54 @@ from store_async.errors import (
     TransportError,
     ValidationError,
 )
-from store_async.retry import Operation, RetryBudget, RetryPolicy, retry_call
 from tests.fake_store import FakeClock
 
-WRITE = Operation("consume", "trackingId", repeatable=True, writes=True)
-READ = Operation("query_products", None, repeatable=True, writes=False)
-UNKEYED_WRITE = Operation("renew_store_id_key", None, repeatable=False, writes=True)
+T = TypeVar("T")
+
+
+def operation(
+    name: str, key_name: str | None, *, repeatable: bool, writes: bool
+) -> BoundRoute[Any]:
+    """A route with only what the retry driver reads (never sent: attempts are scripted)."""
+    route: Route[Any] = Route(
+        name=name,
+        method="POST",
+        host="collections",
+        path="/",
+        key_name=key_name,
+        repeatable=repeatable,
+        writes=writes,
+        parse=lambda answer, attempts, context: answer,
+    )
+    return route.bind(Endpoints.single("http://127.0.0.1:1"))
+
+
+WRITE = operation("consume", "trackingId", repeatable=True, writes=True)
+READ = operation("query_products", None, repeatable=True, writes=False)
+UNKEYED_WRITE = operation("renew_store_id_key", None, repeatable=False, writes=True)
+
+
+async def retry_call(
+    route: BoundRoute[Any],
+    key: str | None,
+    first_error: StoreError,
+    attempt: Callable[[int, float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    budget: RetryBudget,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+    deadline_at: float,
+    max_attempts: int,
+) -> T:
+    """Drive one call's retries exactly as the engine does, with a scripted attempt."""
+
+    async def send(_call: Call[Any], number: int, remaining: float) -> T:
+        return await attempt(number, remaining)
+
+    retrier = Retrier(policy, budget, clock, sleep, send)
+    call: Call[T] = Call(retrier, route, None, key, None, deadline_at, max_attempts)
+    return await call.retry(first_error)
 
 
 def reset() -> TransportError:
@@ -71,7 +117,7 @@ async def run(
     first: StoreError,
     outcomes: Sequence[object],
     *,
-    operation: Operation = WRITE,
+    operation: BoundRoute[Any] = WRITE,
     policy: RetryPolicy | None = None,
     budget: RetryBudget | None = None,
     clock: FakeClock | None = None,
@@ -91,7 +137,7 @@ async def run(
         budget=budget,
         clock=clock,
         sleep=clock.sleep,
-        deadline_at=clock() + policy.deadline,
+        deadline_at=clock() + policy.timeout,
         max_attempts=max_attempts or policy.attempts,
     )
     return result, attempts, clock
@@ -109,36 +155,51 @@ async def test_retries_until_success_with_growing_full_jitter_backoff() -> None:
         assert 0 <= sleep <= ceiling
 
 
-async def test_retry_after_seconds_is_honoured_and_capped() -> None:
-    policy = RetryPolicy(retry_after_cap=5.0)
-    _, _, clock = await run(
-        throttled(3.0), [throttled(60.0), unavailable(retry_after=4.0), "ok"], policy=policy
-    )
+async def test_retry_after_seconds_is_honoured_in_full() -> None:
+    _, _, clock = await run(throttled(3.0), [throttled(12.0), unavailable(retry_after=4.0), "ok"])
     assert clock.sleeps[0] >= 3.0
-    assert clock.sleeps[1] == 5.0  # 60 s asked, capped at 5
+    assert clock.sleeps[1] == 12.0  # never resent before the server asked
     assert clock.sleeps[2] >= 4.0
 
 
+async def test_a_retry_after_beyond_the_cap_ends_the_call_at_once() -> None:
+    policy = RetryPolicy(retry_after_cap=5.0)
+    with pytest.raises(ThrottledError) as raised:
+        await run(throttled(60.0), ["never sent"], policy=policy)
+    assert raised.value.retry_after == 60.0
+    assert "retry_after_cap" not in str(raised.value)  # the 429 itself, untouched
+
+
+async def test_deadline_is_the_deprecated_name_of_timeout() -> None:
+    with pytest.warns(DeprecationWarning, match="use 'timeout'"):
+        policy = RetryPolicy(deadline=3.0)
+    assert policy.timeout == 3.0
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        assert policy.deadline == 3.0
+    with pytest.warns(DeprecationWarning, match="deprecated"), pytest.raises(ValidationError):
+        RetryPolicy(timeout=1.0, deadline=2.0)
+
+
 async def test_the_deadline_is_never_crossed_nor_slept_past() -> None:
-    policy = RetryPolicy(deadline=3.0, attempts=100, backoff_base=0.5, backoff_cap=2.0)
+    policy = RetryPolicy(timeout=3.0, attempts=100, backoff_base=0.5, backoff_cap=2.0)
     clock = FakeClock()
     start = clock()
     with pytest.raises(OutcomeUnknownError) as raised:
         await run(unavailable(), [unavailable()] * 100, policy=policy, clock=clock)
     assert clock() - start < 3.0
-    assert "the deadline" in str(raised.value)
+    assert "the timeout" in str(raised.value)
     assert raised.value.tracking_id == "tid-1"
 
 
 async def test_a_retry_after_beyond_the_deadline_stops_at_once() -> None:
-    policy = RetryPolicy(deadline=5.0, retry_after_cap=30.0)
+    policy = RetryPolicy(timeout=5.0, retry_after_cap=30.0)
     with pytest.raises(ThrottledError) as raised:
         await run(throttled(10.0), ["never sent"], policy=policy)
     assert raised.value.retry_after == 10.0
 
 
 async def test_each_attempt_gets_the_time_left_before_the_deadline() -> None:
-    policy = RetryPolicy(deadline=10.0, backoff_base=1.0, backoff_cap=1.0)
+    policy = RetryPolicy(timeout=10.0, backoff_base=1.0, backoff_cap=1.0)
     _, attempts, clock = await run(refused(), [refused(), "ok"], policy=policy)
     assert attempts.remaining[0] == pytest.approx(10.0 - clock.sleeps[0])
     assert attempts.remaining[1] == pytest.approx(10.0 - sum(clock.sleeps))
@@ -324,7 +385,7 @@ async def test_defaults_recover_a_25_percent_fault_rate_inside_the_call() -> Non
 
     for _ in range(20_000):
         try:
-            result = await attempt(1, policy.deadline)
+            result = await attempt(1, policy.timeout)
         except StoreError as error:
             result = await retry_call(
                 WRITE,
@@ -335,7 +396,7 @@ async def test_defaults_recover_a_25_percent_fault_rate_inside_the_call() -> Non
                 budget=budget,
                 clock=clock,
                 sleep=clock.sleep,
-                deadline_at=clock() + policy.deadline,
+                deadline_at=clock() + policy.timeout,
                 max_attempts=policy.attempts,
             )
         assert result == "ok"
@@ -352,8 +413,8 @@ async def test_defaults_recover_a_25_percent_fault_rate_inside_the_call() -> Non
         {"attempts": 101},
         {"attempts": 2.5},
         {"attempts": True},
-        {"deadline": 0},
-        {"deadline": float("nan")},
+        {"timeout": 0},
+        {"timeout": float("nan")},
         {"attempt_timeout": -1},
         {"backoff_base": float("inf")},
         {"retry_after_cap": "10"},
@@ -369,7 +430,7 @@ def test_policy_validation(kwargs: dict[str, object]) -> None:
 
 def test_policy_defaults() -> None:
     policy = RetryPolicy()
-    assert (policy.attempts, policy.deadline, policy.attempt_timeout) == (10, 30.0, 10.0)
+    assert (policy.attempts, policy.timeout, policy.attempt_timeout) == (10, 30.0, 10.0)
     assert policy.connect_seconds == 5.0 < policy.attempt_timeout
     assert RetryPolicy(attempt_timeout=2).connect_seconds == 1.0
     assert RetryPolicy(backoff_base=5.0, backoff_cap=1.0).backoff_cap == 1.0

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from store_async import transport as transport_module
+from store_async import _transport as transport_module
+from store_async._transport import AiohttpTransport, classify_exception
 from store_async.errors import (
     FailureKind,
     InvalidRequestError,
@@ -21,7 +22,6 @@ from store_async.errors import (
     ThrottledError,
     TransportError,
 )
-from store_async.transport import Transport, classify_exception
 from tests.fake_store import GOOD_TOKEN, FakeStore, Fault, RawServer, always, script
 
 TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
@@ -46,10 +46,21 @@ async def post(
     limit: int = 1024,
     client_timeout: aiohttp.ClientTimeout = TIMEOUT,
 ) -> tuple[int, bytes]:
-    status, _headers, body = await Transport(session, max_response_bytes=limit).post(
-        url, BODY, HEADERS, client_timeout, "consume"
+    status, _headers, body = await transport_for(session, limit, client_timeout).send(
+        "POST", url, HEADERS, BODY, client_timeout.total or 5.0
     )
     return status, body
+
+
+def transport_for(
+    session: aiohttp.ClientSession, limit: int, client_timeout: aiohttp.ClientTimeout = TIMEOUT
+) -> AiohttpTransport:
+    return AiohttpTransport(
+        session,
+        max_response_bytes=limit,
+        attempt_timeout=client_timeout.total or 5.0,
+        connect_timeout=client_timeout.connect or 2.0,
+    )
 
 
 async def test_204_returns_without_reading_a_body(
@@ -60,8 +71,8 @@ async def test_204_returns_without_reading_a_body(
 
     monkeypatch.setattr(transport_module, "_read_bounded", no_read)
     async with FakeStore() as store:
-        status, headers, body = await Transport(session, max_response_bytes=10).post(
-            consume_url(store.url), BODY, HEADERS, TIMEOUT, "consume"
+        status, headers, body = await transport_for(session, 10).send(
+            "POST", consume_url(store.url), HEADERS, BODY, 5.0
         )
     assert (status, body) == (204, b"")
     assert headers["MS-CorrelationId"] == "corr-t-1"

@@ -38,6 +38,9 @@ COMMANDS: Final = {
 
 EXIT_USAGE: Final = 1
 
+# Optional dependencies -> the extra that brings them (pyproject.toml).
+_EXTRAS: Final = {"jwt": "emulator", "trustme": "emulator", "tqdm": "cli"}
+
 
 def _parser(chosen: str | None) -> tuple[argparse.ArgumentParser, ModuleType | None]:
     """Build the parser; only the chosen sub-command's module is imported and configured."""
@@ -59,14 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``store-async`` console script; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     chosen = next((word for word in arguments if not word.startswith("-")), None)
-    parser, module = _parser(chosen if chosen in COMMANDS else None)
-    args = parser.parse_args(arguments)
-    assert module is not None  # argparse exits on an unknown or missing command
     try:
+        parser, module = _parser(chosen if chosen in COMMANDS else None)
+        args = parser.parse_args(arguments)
+        assert module is not None  # argparse exits on an unknown or missing command
         return int(module.run(args))
+    except ModuleNotFoundError as missing:
+        extra = _EXTRAS.get((missing.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"store-async {chosen}: needs the '{extra}' extra: "
+            f"pip install 'store-async[{extra}]' (or 'store-async[all]')",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except StoreError as error:
         # Typed errors carry no secrets; print them plainly, without a traceback.
-        print(f"store-async {args.command}: {error}", file=sys.stderr)
+        print(f"store-async {chosen}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

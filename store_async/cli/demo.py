@@ -3,7 +3,7 @@
 Starts the emulator in this process with seeded faults (connections reset, answers lost after
 the commit, 500/503/429, slow answers), seeds ``--count`` consumables, and fulfills them all
 with the :class:`~store_async.fulfillment.Fulfiller` over the real
-:class:`~store_async.client.StoreClient` and a temporary SQLite journal, ``--concurrency``
+:class:`~store_async.StoreClient` and a temporary SQLite journal, ``--concurrency``
 workers. Rows whose outcome is unknown when retries end stay pending in the journal; the demo
 then runs the fulfiller again over the same input, as an operator would rerun
 ``store-async fulfill``, and the journal resends them under their original tracking ids. Then it
@@ -34,9 +34,9 @@ from store_async.cli._loop import add_loop_option
 from store_async.cli._loop import run as run_loop
 
 if TYPE_CHECKING:
-    from store_async.client import StoreClient
+    from store_async import StoreClient
     from store_async.emulator import FaultKind, Ledger
-    from store_async.hooks import AttemptFinished
+    from store_async.instrumentation import AttemptFinished
     from store_async.models import ConsumeRequest, ConsumeResult
 
 __all__ = ["Audit", "audit", "configure", "run"]
@@ -152,10 +152,10 @@ def _percentile(values: list[float], fraction: float) -> float:
 async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
 
-    from store_async.client import StoreClient
+    from store_async import StoreClient
     from store_async.emulator import FaultPlan, StoreEmulator
     from store_async.fulfillment import Fulfiller, Fulfillment, SqliteJournal
-    from store_async.hooks import ClientHooks
+    from store_async.instrumentation import ClientHooks
     from store_async.models import ConsumeRequest, UserIdentity
 
     plan = FaultPlan(rate=args.fault_rate, seed=args.seed, retry_after=0.0, slow_seconds=0.05)

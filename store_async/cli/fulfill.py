@@ -130,7 +130,7 @@ def _credential(args: argparse.Namespace) -> Any:
 
 
 async def _fulfill(args: argparse.Namespace, endpoints: Endpoints) -> FulfillmentReport:
-    from store_async.client import StoreClient  # imported here: aiohttp loads only when used
+    from store_async import StoreClient  # imported here: aiohttp loads only when used
 
     async with contextlib.AsyncExitStack() as stack:
         journal = await stack.enter_async_context(

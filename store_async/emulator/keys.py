@@ -1,6 +1,6 @@
 """Store ID keys ("b2b keys") minted and checked by the emulator: RS256 JWTs.
 
-The keys carry the documented claims (STORE_API.md section 2): ``iat``, ``iss`` = ``aud``,
+The keys carry the documented claims (docs/store-api.md section 2): ``iat``, ``iss`` = ``aud``,
 ``aud`` per kind, ``exp``, ``nbf`` and the ``.../key/clientId``, ``.../key/payload``,
 ``.../key/userId`` and ``.../key/refreshUri`` claims. ``payload`` is the emulator's own user id
 (base64url JSON; the real service encrypts it). The header carries ``x5t``, unique to one

@@ -1,4 +1,4 @@
-"""The OrderV6 document a grant answers (STORE_API.md section 4.1).
+"""The OrderV6 document a grant answers (docs/store-api.md section 4.1).
 
 The documentation spells some fields two ways (its table says ``createdtime``, ``devofferId``
 and ``Title``; its example ``createdTime``, ``devOfferId`` and ``title``). By default the

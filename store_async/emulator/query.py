@@ -1,4 +1,4 @@
-"""Query filters and continuation tokens (STORE_API.md section 3.1)."""
+"""Query filters and continuation tokens (docs/store-api.md section 3.1)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ It works on plain JSON dicts and raises :class:`~store_async.emulator.wire.ApiEr
 every refusal. Who the caller is (access token, Store ID key) is settled by the server before
 these methods run; here a user is just an id.
 
-Consume semantics (STORE_API.md section 3.2):
+Consume semantics (docs/store-api.md section 3.2):
 
 - by ``itemId`` + ``trackingId`` or by ``productId`` + ``transactionId``;
 - the same key again for the same item answers 204 again, without applying anything;

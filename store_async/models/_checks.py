@@ -1,4 +1,4 @@
-"""Small, fast checks shared by the request records.
+"""Small, fast checks shared by the whole package: request records, the client, the engine.
 
 Request records are built on the hot path (one :class:`ConsumeRequest` per consume call), so every
 check here is a type test or a precompiled regular expression: no exceptions on the success path,
@@ -142,3 +142,52 @@ def texts_of(values: tuple[Any, ...], field: str) -> None:
     """Check that every element of ``values`` is a non-blank string."""
     for index, item in enumerate(values):
         text(item, f"{field}[{index}]")
+
+
+# -- numbers: seconds, counts, attempts (used by the client, the engine, the policy, the cache) --
+
+
+def seconds(value: object, field: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite number of seconds (``> 0``, or ``>= 0`` with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{field} must be a number of seconds, not {type(value).__name__}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value or value == float("inf"):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValidationError(f"{field} must be a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def count(value: object, field: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` within ``minimum..maximum`` (``bool`` is refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValidationError(f"{field} must be an int {bound}, got {value!r}")
+    return value
+
+
+def attempts(value: object, field: str = "attempts") -> int:
+    """Attempts per call: an ``int`` in 1..100."""
+    return count(value, field, minimum=1, maximum=100)
+
+
+def json_kind(value: Any, *, max_chars: int = 64) -> str:
+    """The JSON type of a parsed value, for messages that must not echo the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string" if len(value) <= max_chars else f"a {len(value)}-character string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

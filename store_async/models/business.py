@@ -1,4 +1,4 @@
-"""Microsoft Store for Business: offline licenses (STORE_API.md section 7)."""
+"""Microsoft Store for Business: offline licenses (docs/store-api.md section 7)."""
 
 from __future__ import annotations
 

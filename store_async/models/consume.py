@@ -1,4 +1,4 @@
-"""Report a consumable as fulfilled: ``POST /v6.0/collections/consume`` (STORE_API.md 3.2)."""
+"""Report a consumable as fulfilled: ``POST /v6.0/collections/consume`` (docs/store-api.md 3.2)."""
 
 from __future__ import annotations
 

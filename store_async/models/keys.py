@@ -1,4 +1,4 @@
-"""Renew a Store ID key: ``POST /v6.0/b2b/keys/renew`` (STORE_API.md section 5)."""
+"""Renew a Store ID key: ``POST /v6.0/b2b/keys/renew`` (docs/store-api.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Query for products: ``POST /v6.0/collections/query`` (STORE_API.md section 3.1)."""
+"""Query for products: ``POST /v6.0/collections/query`` (docs/store-api.md section 3.1)."""
 
 from __future__ import annotations
 

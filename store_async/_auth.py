@@ -37,6 +37,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.credentials_async import AsyncSupportsTokenInfo, AsyncTokenCredential
 
 from store_async.errors import AuthenticationError, ValidationError
+from store_async.models._checks import seconds as _seconds
 
 __all__ = ["STORE_SCOPE", "Credential", "TokenCache"]
 
@@ -47,14 +48,6 @@ STORE_SCOPE: Final = "https://onestore.microsoft.com/.default"
 """The scope of the bearer token every Store services call carries."""
 
 _logger: Final = logging.getLogger("store_async")
-
-
-def _check_seconds(name: str, value: float, *, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        raise ValidationError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
 
 
 class TokenCache:
@@ -129,12 +122,12 @@ class TokenCache:
         self._get_token_info = get_token_info if callable(get_token_info) else None
         self._get_token = get_token if callable(get_token) else None
         self._scope = scope
-        self._refresh_margin = _check_seconds("refresh_margin", refresh_margin)
-        self._refresh_jitter = _check_seconds("refresh_jitter", refresh_jitter)
-        self._expiry_margin = _check_seconds("expiry_margin", expiry_margin)
-        self._backoff = _check_seconds("failure_backoff", failure_backoff, allow_zero=False)
-        self._backoff_cap = _check_seconds("failure_backoff_cap", failure_backoff_cap)
-        self._refresh_timeout = _check_seconds("refresh_timeout", refresh_timeout, allow_zero=False)
+        self._refresh_margin = _seconds(refresh_margin, "refresh_margin", allow_zero=True)
+        self._refresh_jitter = _seconds(refresh_jitter, "refresh_jitter", allow_zero=True)
+        self._expiry_margin = _seconds(expiry_margin, "expiry_margin", allow_zero=True)
+        self._backoff = _seconds(failure_backoff, "failure_backoff")
+        self._backoff_cap = _seconds(failure_backoff_cap, "failure_backoff_cap", allow_zero=True)
+        self._refresh_timeout = _seconds(refresh_timeout, "refresh_timeout")
         self._clock = clock
         self._random = random.Random()
         self._token: str | None = None

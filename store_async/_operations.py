@@ -1,0 +1,254 @@
+"""The route table: every Store operation as data.
+
+A :class:`Route` says what the engine must know to send an operation and to retry it safely
+(docs/design.md, rule 2): its method and URL (host family + path), the wire name of its
+idempotency key, whether it may be sent again after a *maybe applied* failure, whether the
+access token travels in the body instead of the ``Authorization`` header, and how a 2xx answer
+becomes a result.
+
+=======================  ======  ==================  =====================  =================
+operation                method  idempotency key     repeat after *maybe    ends unsettled as
+                                                     applied*
+=======================  ======  ==================  =====================  =================
+consume (by item)        POST    ``trackingId``      yes (same body)        OutcomeUnknownError
+consume (transaction)    POST    ``transactionId``   yes (same body)        OutcomeUnknownError
+grant_free_product       POST    ``orderId``         yes (same body)        OutcomeUnknownError
+query_products           POST    none: a read        yes                    the last error
+get_offline_license      POST    none: only reads    yes                    the last error
+renew_store_id_key       POST    none                **never**              OutcomeUnknownError
+=======================  ======  ==================  =====================  =================
+
+Adding an operation is a row here, its records in :mod:`store_async.models`, and a thin
+:class:`~store_async.StoreClient` method that validates the request and calls the engine: no new
+path through the engine. A route is *bound* once per client (:meth:`Route.bind`), which builds
+its URL; routes with path parameters are bound per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import attrs
+from yarl import URL
+
+from store_async.codec import dumps, loads
+from store_async.endpoints import Endpoints
+from store_async.errors import InvalidStoreIdKeyError, ResponseFormatError, ValidationError
+from store_async.models import (
+    ConsumeRequest,
+    ConsumeResult,
+    KeyRenewalRequest,
+    KeyRenewalResponse,
+    OfflineLicense,
+    Order,
+    QueryResult,
+)
+from store_async.models.consume import consume_result
+from store_async.store_id_key import StoreIdKey
+
+__all__ = [
+    "CONSUME_BY_ITEM",
+    "CONSUME_BY_TRANSACTION",
+    "GRANT_FREE_PRODUCT",
+    "OFFLINE_LICENSE",
+    "QUERY_PRODUCTS",
+    "RENEW_COLLECTIONS_KEY",
+    "RENEW_PURCHASE_KEY",
+    "ROUTES",
+    "Answer",
+    "BoundRoute",
+    "Parse",
+    "Route",
+]
+
+T = TypeVar("T")
+
+Answer = tuple[int, Any, bytes]
+"""A 2xx answer: status, headers (a case-insensitive mapping), body (``b""`` for 204)."""
+
+Parse = Callable[[Answer, int, Any], T]
+"""``parse(answer, attempts, context) -> result``: a plain function, so no closure per call."""
+
+TokenBody = Callable[[str, Any], bytes]
+"""``token_body(access_token, context) -> body`` for operations that carry the token in their
+body (key renewal): built per attempt, since the token may change between attempts."""
+
+Host = Literal["collections", "purchase", "business"]
+
+
+@attrs.frozen(kw_only=True)
+class Route(Generic[T]):
+    """One operation of the Store services, as data (see the module docstring)."""
+
+    name: str
+    """The operation's name in hooks, logs and errors (``consume``, ``query_products``...)."""
+    method: Literal["GET", "POST"]
+    host: Host
+    """Which :class:`~store_async.Endpoints` base URL it lives on."""
+    path: str
+    """The path; ``{name}`` placeholders are filled (percent-encoded) by :meth:`bind`."""
+    key_name: str | None
+    """Wire name of the idempotency key fixed before the first send, if any."""
+    repeatable: bool
+    """May be sent again after a *maybe applied* failure (keyed, or a read)."""
+    writes: bool
+    """Changes state: ends in ``OutcomeUnknownError`` when a maybe-applied attempt is unsettled."""
+    parse: Parse[T]
+    token_body: TokenBody | None = None
+    """Set when the access token travels in the body (no ``Authorization`` header)."""
+
+    def bind(self, endpoints: Endpoints, **path_parameters: str) -> BoundRoute[T]:
+        """This route on ``endpoints``, with its path parameters filled in."""
+        path = self.path
+        if path_parameters:
+            path = path.format_map(
+                {name: _path_part(name, value) for name, value in path_parameters.items()}
+            )
+        base: str = getattr(endpoints, self.host)
+        # Built once: yarl would parse a str URL again on every request.
+        return BoundRoute(self, URL(base + path, encoded=True))
+
+
+class BoundRoute(Generic[T]):
+    """A :class:`Route` with its URL built: what the engine's fast path reads per call."""
+
+    __slots__ = (
+        "key_name",
+        "method",
+        "name",
+        "parse",
+        "repeatable",
+        "route",
+        "token_body",
+        "url",
+        "writes",
+    )
+
+    def __init__(self, route: Route[T], url: URL) -> None:
+        self.route = route
+        self.url = url
+        # Copied flat: one attribute read each on the hot path.
+        self.name = route.name
+        self.method = route.method
+        self.key_name = route.key_name
+        self.repeatable = route.repeatable
+        self.writes = route.writes
+        self.parse: Parse[T] = route.parse
+        self.token_body = route.token_body
+
+    def __repr__(self) -> str:
+        return f"BoundRoute({self.name!r}, {self.method} {self.url})"
+
+
+def _path_part(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} must be a non-empty string, got {value!r}")
+    return quote(value, safe="")
+
+
+# -- parsers -------------------------------------------------------------------------------
+
+
+def _consume_v6(answer: Answer, attempts: int, request: ConsumeRequest) -> ConsumeResult:
+    """204: the result is the request's keys plus the service's correlation headers."""
+    headers = answer[1]
+    return consume_result(
+        request.tracking_id,
+        request.transaction_id,
+        attempts,
+        headers.get("MS-CorrelationId"),
+        headers.get("MS-RequestId"),
+        headers.get("MS-CV"),
+    )
+
+
+def parse_as(cls: type[T]) -> Parse[T]:
+    """A parser that decodes the body as ``cls`` (one per route, built at import)."""
+
+    def parse(answer: Answer, _attempts: int, _context: Any) -> T:
+        return loads(answer[2], cls)
+
+    parse.__qualname__ = f"parse_as({cls.__name__})"
+    return parse
+
+
+def _renewed_key(answer: Answer, _attempts: int, _context: Any) -> StoreIdKey:
+    renewed = loads(answer[2], KeyRenewalResponse)
+    try:
+        return StoreIdKey.parse(renewed.key)
+    except InvalidStoreIdKeyError:
+        raise ResponseFormatError("the service returned a malformed Store ID key") from None
+
+
+def _renewal_body(token: str, key: Any) -> bytes:
+    return dumps(KeyRenewalRequest(service_ticket=token, key=key))
+
+
+# -- the table -----------------------------------------------------------------------------
+
+CONSUME_BY_ITEM: Final = Route[ConsumeResult](
+    name="consume",
+    method="POST",
+    host="collections",
+    path="/v6.0/collections/consume",
+    key_name="trackingId",
+    repeatable=True,
+    writes=True,
+    parse=_consume_v6,
+)
+CONSUME_BY_TRANSACTION: Final = attrs.evolve(CONSUME_BY_ITEM, key_name="transactionId")
+QUERY_PRODUCTS: Final = Route[QueryResult](
+    name="query_products",
+    method="POST",
+    host="collections",
+    path="/v6.0/collections/query",
+    key_name=None,
+    repeatable=True,
+    writes=False,
+    parse=parse_as(QueryResult),
+)
+GRANT_FREE_PRODUCT: Final = Route[Order](
+    name="grant_free_product",
+    method="POST",
+    host="purchase",
+    path="/v6.0/purchases/grant",
+    key_name="orderId",
+    repeatable=True,
+    writes=True,
+    parse=parse_as(Order),
+)
+OFFLINE_LICENSE: Final = Route[OfflineLicense](
+    name="get_offline_license",
+    method="POST",  # a POST that only reads the organisation's license: retried like a read
+    host="business",
+    path="/V1/Products/{product_id}/{sku_id}/OfflineLicense/{content_id}",
+    key_name=None,
+    repeatable=True,
+    writes=False,
+    parse=parse_as(OfflineLicense),
+)
+RENEW_COLLECTIONS_KEY: Final = Route[StoreIdKey](
+    name="renew_store_id_key",
+    method="POST",
+    host="collections",
+    path="/v6.0/b2b/keys/renew",
+    key_name=None,
+    repeatable=False,  # no idempotency key: never repeated after a maybe-applied failure
+    writes=True,
+    parse=_renewed_key,
+    token_body=_renewal_body,
+)
+RENEW_PURCHASE_KEY: Final = attrs.evolve(RENEW_COLLECTIONS_KEY, host="purchase")
+
+ROUTES: Final[tuple[Route[Any], ...]] = (
+    CONSUME_BY_ITEM,
+    CONSUME_BY_TRANSACTION,
+    QUERY_PRODUCTS,
+    GRANT_FREE_PRODUCT,
+    OFFLINE_LICENSE,
+    RENEW_COLLECTIONS_KEY,
+    RENEW_PURCHASE_KEY,
+)
+"""Every route, for documentation and tests (the idempotency table above, as data)."""
