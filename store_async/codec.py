@@ -344,10 +344,13 @@ def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
         add(f"{indent}{variable} = {template.format(variable, variable)}")
 
 
-def _generate(cls: type, lowered: bool) -> Callable[[dict[str, Any]], Any]:
-    """The structuring function of ``cls``, for the wire names as sent (``lowered=False``: it
-    returns ``_MISSING`` for an object with any other key, so the caller looks again in any
-    casing) or for an object whose keys are lowercased (``lowered=True``)."""
+def _generate(
+    cls: type, slow: Callable[[dict[str, Any]], Any] | None = None
+) -> Callable[[Any], Any]:
+    """The structuring function of ``cls``: for an object whose keys are lowercased (``slow``
+    is None), or for any JSON value, matching the wire names as sent and handing an object
+    with any other key to ``slow`` (which looks again in any casing)."""
+    lowered = slow is None
     source = _Source()
     add = source.lines.append
     hints = get_type_hints(cls)
@@ -355,12 +358,14 @@ def _generate(cls: type, lowered: bool) -> Callable[[dict[str, Any]], Any]:
     names = [
         wire_name(field.name).lower() if lowered else wire_name(field.name) for field in fields
     ]
-    add("def structure(value):")
+    add("def structure(value):")  # the parameters are completed below
     if not lowered:
+        add("    if type(value) is not dict:")
+        add("        raise TypeError")
         # Every key is a field's exact wire name (the usual case): then an absent field is
         # really absent, and no other spelling of a name can hide in the object.
         add(f"    if not value.keys() <= {source.name(frozenset(names))}:")
-        add("        return _MISSING")
+        add(f"        return {source.name(slow)}(value)")
     add("    get = value.get")
     arguments, factories = [], []
     for index, (field, name) in enumerate(zip(fields, names, strict=True)):
@@ -394,9 +399,11 @@ def _generate(cls: type, lowered: bool) -> Callable[[dict[str, Any]], Any]:
             add(f"        extra[{alias!r}] = {variable}")
         arguments.append("**extra")
     add(f"    return {source.name(cls)}({', '.join(arguments)})")
+    # Everything the function refers to is bound as a default argument: a local, not a global.
+    source.lines[0] = f"def structure(value, {', '.join(f'{n}={n}' for n in source.names)}):"
     namespace = dict(source.names)
     exec("\n".join(source.lines), namespace)  # our own generated source, from attrs fields
-    generated: Callable[[dict[str, Any]], Any] = namespace["structure"]
+    generated: Callable[[Any], Any] = namespace["structure"]
     return generated
 
 
@@ -410,17 +417,12 @@ def _entry(cls: type) -> Callable[[Any], Any]:
         return _ENTRIES[cls](value)
 
     _ENTRIES[cls] = late
-    exact, any_casing = _generate(cls, lowered=False), _generate(cls, lowered=True)
+    any_casing = _generate(cls)
 
-    def structure_fast(value: Any) -> Any:
-        if type(value) is not dict:
-            raise TypeError
-        result = exact(value)
-        if result is _MISSING:
-            result = any_casing(_lower(value))
-        return result
+    def look_again(value: dict[Any, Any]) -> Any:
+        return any_casing(_lower(value))
 
-    _ENTRIES[cls] = structure_fast
+    _ENTRIES[cls] = structure_fast = _generate(cls, look_again)
     return structure_fast
 
 
