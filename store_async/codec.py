@@ -297,13 +297,6 @@ def _element(type_: Any, source: _Source) -> str | None:
     return f"{source.name(hook)}({{}}, {source.name(type_)})"
 
 
-def _refuses_missing(type_: Any) -> bool:
-    """Whether the generated check of ``type_`` raises for ``_MISSING`` by itself."""
-    return (
-        type_ in _EXACT_TYPES or type_ is datetime or (isinstance(type_, type) and attrs.has(type_))
-    )
-
-
 def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
     """Lines that check and convert ``variable`` (a JSON value) to ``type_`` in place; any
     problem raises, and the caller then asks cattrs to explain it."""
@@ -374,10 +367,7 @@ def _generate(
             add(f"    {variable} = get({name!r})")  # absent reads as null: None either way
             _convert(type_, variable, "    ", source)
         elif default is attrs.NOTHING:
-            add(f"    {variable} = get({name!r}, _MISSING)")
-            if not _refuses_missing(type_):
-                add(f"    if {variable} is _MISSING:")
-                add("        raise KeyError")
+            add(f"    {variable} = value[{name!r}]")  # absent: KeyError, explained by cattrs
             _convert(type_, variable, "    ", source)
         else:
             add(f"    {variable} = get({name!r}, _MISSING)")
