@@ -13,7 +13,8 @@
    - ``sqlite``: ``Fulfiller`` + ``SqliteJournal`` (``synchronous=FULL``, a fresh file).
 
    All at the same concurrency (``--concurrency``, default 64) over one client. Prints per
-   contender the median and min-max of fulfillments/s, and the per-round (paired) ratios
+   contender the median and min-max of fulfillments/s and of CPU time per line (this process,
+   all threads: less sensitive to a busy machine than wall time), and the per-round ratios
    sqlite/memory (target >= 0.90) and sqlite/bare (target >= 0.85): median and min-max.
 
 2. Memory. A child process runs ``Fulfiller`` + ``SqliteJournal`` over a generated
@@ -151,6 +152,7 @@ def _spread(values: list[float], unit: str = "") -> str:
 async def throughput(directory: Path, lines: int, rounds: int, url: str, concurrency: int) -> None:
     names = ("bare", "memory", "sqlite")
     rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}  # µs per fulfillment
     async with StoreClient(
         StaticTokenCredential("t" * 1200),
         endpoints=Endpoints.single(url),
@@ -164,7 +166,7 @@ async def throughput(directory: Path, lines: int, rounds: int, url: str, concurr
             for name in names[shift:] + names[:shift]:
                 source = directory / f"{name}-{round_number}.jsonl"
                 write_input(source, lines, 1100, f"{name}{round_number}")
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 if name == "bare":
                     count = await bare(client, source, concurrency)
                 elif name == "memory":
@@ -174,17 +176,20 @@ async def throughput(directory: Path, lines: int, rounds: int, url: str, concurr
                         count = await fulfill(client, source, journal, concurrency)
                 rate = count / (time.perf_counter() - started)
                 rates[name].append(rate)
+                cpu[name].append((time.process_time() - cpu_started) / count * 1e6)
                 print(f"  round {round_number + 1} {name:<7} {rate:>9,.0f} fulfillments/s")
                 source.unlink()
     print(f"{lines:,} fulfillments per run, concurrency {concurrency}, {rounds} rounds:")
     for name in names:
-        print(f"  {name:<7} {_spread(rates[name], '/s')}")
+        print(f"  {name:<7} {_spread(rates[name], '/s')}; CPU {_spread(cpu[name], ' µs')}/line")
     for baseline, target in (("memory", 0.90), ("bare", 0.85)):
         ratios = [
             ours / theirs for ours, theirs in zip(rates["sqlite"], rates[baseline], strict=True)
         ]
         verdict = "OK" if statistics.median(ratios) >= target else "BELOW TARGET"
         print(f"  sqlite / {baseline:<7} paired {_spread(ratios)}  (target >= {target}: {verdict})")
+        cost = [ours / theirs for ours, theirs in zip(cpu["sqlite"], cpu[baseline], strict=True)]
+        print(f"    CPU per line, sqlite / {baseline}: paired {_spread(cost)}")
 
 
 class InstantClient:

@@ -33,7 +33,7 @@ def _small_disk() -> None:  # in the child, before exec
 async def _fulfill(url: str, source: Path, journal: Path, *, small: bool) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-c", CLI, "fulfill", str(source), "--journal", str(journal)),
-        *("--endpoint", url, "--token", TOKEN, "--no-progress"),
+        *("--endpoint", url, "--token", TOKEN, "--no-progress", "--concurrency", "16"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=_small_disk if small else None,

@@ -57,8 +57,8 @@ FAILED: Final = ("state = 'failed'", _ERROR_COLUMNS)
 UNKNOWN: Final = ("", _ERROR_COLUMNS)
 """An unknown outcome only records the attempt; the row stays as it is (pending)."""
 _MARK_COLUMNS: Final = ("attempts", "correlation_id", "request_id", "cv")
-# Marks are written by multi-row statements of these sizes (largest first), so that a batch of
-# n marks takes about n / 128 statements and SQLite prepares at most five per kind of mark.
+# Claims and marks are written by multi-row statements of these sizes (largest first), so that
+# n rows take about n / 128 statements and SQLite prepares at most five of each kind.
 _MARK_CHUNKS: Final = (128, 32, 8, 2, 1)
 
 _BENEFICIARY_CACHE: Final = 4096
@@ -85,6 +85,13 @@ def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
         info.inner_code,
         info.message,
     )
+
+
+@functools.cache
+def _insert_rows(rows: int) -> str:
+    """:data:`_INSERT` with ``rows`` rows of values."""
+    head, values = _INSERT.split("VALUES")
+    return f"{head}VALUES {', '.join([values.strip()] * rows)}"
 
 
 @functools.cache
@@ -152,7 +159,7 @@ class JournalStore:
         connection.execute("SAVEPOINT claims")
         added: list[UserIdentity] = []
         rows = [self._row(fulfillment, now, added) for fulfillment in fulfillments]
-        if connection.executemany(_INSERT, rows).rowcount == len(rows):
+        if self._insert_many(rows) == len(rows):
             connection.execute("RELEASE claims")
             return [Claim(outcome=ClaimOutcome.SEND, request=f.request) for f in fulfillments]
         connection.execute("ROLLBACK TO claims")
@@ -160,6 +167,22 @@ class JournalStore:
         for beneficiary in added:  # their rows were rolled back
             self._beneficiaries.pop(beneficiary, None)
         return [self._claim(fulfillment, now) for fulfillment in fulfillments]
+
+    def _insert_many(self, rows: list[tuple[Any, ...]]) -> int:
+        """:data:`_INSERT` for every row, in a few multi-row statements; rows inserted.
+
+        One statement per chunk rather than one step per row: sqlite3 releases the GIL around
+        each step, and every reacquisition can wait for the event loop's thread.
+        """
+        execute, start, size, inserted = self._connection.execute, 0, len(rows), 0
+        for chunk in _MARK_CHUNKS:
+            statement = None
+            while size - start >= chunk:
+                statement = statement or _insert_rows(chunk)
+                values = chain.from_iterable(rows[start : start + chunk])
+                inserted += execute(statement, tuple(values)).rowcount
+                start += chunk
+        return inserted
 
     def _row(
         self, fulfillment: Fulfillment, now: float, added: list[UserIdentity] | None = None
