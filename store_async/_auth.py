@@ -222,7 +222,12 @@ class TokenCache:
             self._token = None
             self._refresh_at = 0.0
             self._usable_until = 0.0
-            _logger.info("access token for %s rejected by the service; dropped it", self._scope)
+            _logger.debug("access token for %s rejected by the service; dropped it", self._scope)
+
+    @property
+    def current(self) -> str | None:
+        """The cached token, fresh or not (``None`` when there is none); never refreshes."""
+        return self._token
 
     async def close(self) -> None:
         """Cancel a refresh in flight (the credential itself is not closed)."""

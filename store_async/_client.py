@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Final, TypeVar
 
 import aiohttp
+import attrs
 
 from store_async import _operations as ops
 from store_async._auth import Credential, TokenCache
@@ -30,7 +31,12 @@ from store_async._transport import AiohttpTransport, Transport
 from store_async._version import __version__
 from store_async.codec import dumps
 from store_async.endpoints import Endpoints
-from store_async.errors import ValidationError
+from store_async.errors import (
+    InvalidRequestError,
+    RefundQueueNotOnboardedError,
+    StoreError,
+    ValidationError,
+)
 from store_async.instrumentation._hooks import ClientHooks
 from store_async.models import (
     CollectionItem,
@@ -41,8 +47,26 @@ from store_async.models import (
     Order,
     QueryRequest,
     QueryResult,
+    RefundQueueSas,
     _checks,
 )
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+)
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseOrder
+from store_async.models.refunds import redact_sas
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
+from store_async.pacing import UserPacer, UserRate
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
@@ -50,6 +74,25 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
 T = TypeVar("T")
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+
+
+def _without_sas(error: StoreError) -> StoreError:
+    """``error`` with every SAS signature in its text (and its ServiceError's) redacted."""
+    error.message = redact_sas(error.message)
+    error.args = (error.message,)
+    service = error.service_error
+    if service is not None:
+        inner = service.inner_error
+        if inner is not None and inner.message:
+            inner = attrs.evolve(inner, message=redact_sas(inner.message))
+        error.service_error = attrs.evolve(
+            service,
+            message=redact_sas(service.message) if service.message else service.message,
+            inner_error=inner,
+            data=(),
+            details=(),
+        )
+    return error
 
 
 def _timeout(timeout: float | None, deadline: float | None, method: str) -> float | None:
@@ -84,6 +127,11 @@ class StoreClient:
     :param user_agent: the ``User-Agent`` header.
     :param ssl_context: TLS settings (for example a test CA); default: system trust store.
     :param hooks: attempt start/end callables (:class:`ClientHooks`).
+    :param user_rate: pace each user (by the Store ID key's user) to at most ``ops`` sends in
+        any ``seconds`` (``"200/300"``: the Store's service-to-service limit), resends included:
+        a call waits for its user's turn within its timeout, else ends at once with
+        ``ThrottledError`` without sending; a 429 parks its user until ``Retry-After``.
+        Default: off.
     :param clock: monotonic clock for timeouts (inject a fake one in tests).
     :param sleep: the wait between attempts (inject a fake one in tests).
     """
@@ -103,6 +151,7 @@ class StoreClient:
         user_agent: str = f"store-async/{__version__}",
         ssl_context: ssl.SSLContext | None = None,
         hooks: ClientHooks | None = None,
+        user_rate: UserRate | str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -140,6 +189,13 @@ class StoreClient:
             slots = self._limit_per_host  # conservative when several hosts share the pool
         if session is not None:
             slots = session.connector.limit if session.connector is not None else 0
+        if isinstance(user_rate, str):
+            user_rate = UserRate.parse(user_rate)
+        elif user_rate is not None and not isinstance(user_rate, UserRate):
+            raise ValidationError(
+                "user_rate must be a UserRate, a string such as '200/300', or None"
+            )
+        pacer = None if user_rate is None else UserPacer(user_rate, clock=clock)
         self._engine = Engine(
             self._tokens,
             retry,
@@ -148,17 +204,25 @@ class StoreClient:
             sleep=sleep,
             user_agent=user_agent,
             limit=0 if transport is not None else slots,
+            pacer=pacer,
         )
         self._call = self._engine.call
         # Routes bound once: their URLs are parsed here, not per call.
         self._consume_by_item = ops.CONSUME_BY_ITEM.bind(endpoints)
         self._consume_by_transaction = ops.CONSUME_BY_TRANSACTION.bind(endpoints)
+        self._consume_v8 = ops.CONSUME_V8.bind(endpoints)
+        self._query_licenses = ops.QUERY_LICENSES.bind(endpoints)
+        self._query_entitlements = ops.QUERY_ENTITLEMENTS.bind(endpoints)
+        self._query_subscriptions = ops.QUERY_SUBSCRIPTIONS.bind(endpoints)
+        self._query_orders = ops.QUERY_ORDERS.bind(endpoints)
         self._query_products = ops.QUERY_PRODUCTS.bind(endpoints)
         self._grant_free_product = ops.GRANT_FREE_PRODUCT.bind(endpoints)
+        self._grant_free_product_v7 = ops.GRANT_FREE_PRODUCT_V7.bind(endpoints)
         self._renew = {
             StoreIdKeyKind.COLLECTIONS: ops.RENEW_COLLECTIONS_KEY.bind(endpoints),
             StoreIdKeyKind.PURCHASE: ops.RENEW_PURCHASE_KEY.bind(endpoints),
         }
+        self._refund_queue_sas = ops.REFUND_QUEUE_SAS.bind(endpoints)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -237,7 +301,9 @@ class StoreClient:
         attempts: int | None = None,
         deadline: float | None = None,
     ) -> ConsumeResult:
-        """Report a consumable as fulfilled (``POST /v6.0/collections/consume``, 204).
+        """Report a consumable as fulfilled (``POST /v6.0/collections/consume``, 204), or, for a
+        request of :meth:`ConsumeRequest.for_quantity`, consume a quantity
+        (``POST /v8.0/collections/consume``, 200 with the balance left).
 
         Safe to resend with the same request (same tracking id / transaction id) at any time.
 
@@ -253,11 +319,12 @@ class StoreClient:
             raise ValidationError(f"consume needs a ConsumeRequest, got {type(request).__name__}")
         if deadline is not None:
             timeout = _timeout(timeout, deadline, "consume")
-        route = (
-            self._consume_by_item
-            if request.tracking_id is not None
-            else self._consume_by_transaction
-        )
+        if request.remove_quantity is not None:
+            route = self._consume_v8
+        elif request.tracking_id is not None:
+            route = self._consume_by_item
+        else:
+            route = self._consume_by_transaction
         return await self._call(
             route, dumps(request), request.idempotency_key, request, timeout, attempts
         )
@@ -312,6 +379,180 @@ class StoreClient:
         async for item in self.list_products(request, timeout=timeout, attempts=attempts):
             yield item
 
+    # -- licenses and entitlements (v8 b2bLicensePreview, v9 publisherQuery) --
+
+    async def query_licenses(
+        self,
+        query: LicenseQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> LicensePage:
+        """One page of licenses and balances (``POST /v8.0/collections/b2bLicensePreview``)."""
+        if not isinstance(query, LicenseQuery):
+            raise ValidationError(
+                f"query_licenses needs a LicenseQuery, got {type(query).__name__}"
+            )
+        return await self._call(self._query_licenses, dumps(query), None, None, timeout, attempts)
+
+    def list_licenses(
+        self,
+        query: LicenseQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[LicenseItem, LicensePage]:
+        """Every license of every page: ``async for item in store.list_licenses(query)``;
+        ``.by_page(continuation_token=...)`` iterates (or resumes) page by page. The timeout
+        and attempts apply per page."""
+        if not isinstance(query, LicenseQuery):
+            raise ValidationError(f"list_licenses needs a LicenseQuery, got {type(query).__name__}")
+
+        async def fetch(token: str | None) -> LicensePage:
+            page = query.with_continuation(token)
+            return await self.query_licenses(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
+
+    async def query_entitlements(
+        self,
+        query: EntitlementQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> EntitlementPage:
+        """One page of entitlements (``POST /v9.0/collections/publisherQuery``)."""
+        if not isinstance(query, EntitlementQuery):
+            raise ValidationError(
+                f"query_entitlements needs an EntitlementQuery, got {type(query).__name__}"
+            )
+        return await self._call(
+            self._query_entitlements, dumps(query), None, None, timeout, attempts
+        )
+
+    def list_entitlements(
+        self,
+        query: EntitlementQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[EntitlementItem, EntitlementPage]:
+        """Every entitlement of every page (see :meth:`list_licenses`)."""
+        if not isinstance(query, EntitlementQuery):
+            raise ValidationError(
+                f"list_entitlements needs an EntitlementQuery, got {type(query).__name__}"
+            )
+
+        async def fetch(token: str | None) -> EntitlementPage:
+            page = query.with_continuation(token)
+            return await self.query_entitlements(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
+
+    # -- subscriptions (recurrences) --
+
+    async def query_subscriptions(
+        self,
+        query: SubscriptionQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> SubscriptionPage:
+        """One page of a user's subscriptions (``POST /v8.0/b2b/recurrences/query``)."""
+        if not isinstance(query, SubscriptionQuery):
+            raise ValidationError(
+                f"query_subscriptions needs a SubscriptionQuery, got {type(query).__name__}"
+            )
+        return await self._call(
+            self._query_subscriptions, dumps(query), None, None, timeout, attempts
+        )
+
+    def list_subscriptions(
+        self,
+        b2b_key: str,
+        *,
+        sandbox_id: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[Subscription, SubscriptionPage]:
+        """Every subscription of the user whose **purchase** Store ID key is ``b2b_key``:
+        ``async for subscription in store.list_subscriptions(key)``; ``.by_page(...)`` pages.
+
+        :raises ValidationError: an empty key or sandbox id.
+        """
+        query = SubscriptionQuery(b2b_key=b2b_key, sandbox_id=sandbox_id)
+
+        async def fetch(token: str | None) -> SubscriptionPage:
+            page = query.with_continuation(token)
+            return await self.query_subscriptions(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
+
+    async def change_subscription(
+        self,
+        subscription_id: str,
+        change: SubscriptionChange,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> Subscription:
+        """Cancel, extend, refund or stop auto-renewing a subscription
+        (``POST /v8.0/b2b/recurrences/{id}/change``); returns it as changed.
+
+        A change has no idempotency key, so it is **never sent again** after an attempt that
+        may have been applied.
+
+        :raises OutcomeUnknownError: an attempt may have been applied; query the subscription
+            (:meth:`list_subscriptions`) before changing it again.
+        :raises ValidationError: ``change`` is not a :class:`SubscriptionChange`, or the id is
+            empty.
+        """
+        if not isinstance(change, SubscriptionChange):
+            raise ValidationError(
+                f"change_subscription needs a SubscriptionChange, got {type(change).__name__}"
+            )
+        route = ops.CHANGE_SUBSCRIPTION.bind(self._endpoints, recurrence_id=subscription_id)
+        return await self._call(route, dumps(change), None, None, timeout, attempts)
+
+    # -- orders of the last 90 days (clawback v1) --
+
+    async def query_orders(
+        self,
+        query: OrderQuery,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> OrderPage:
+        """A user's orders of the last 90 days (``POST /v8.0/b2b/orders/query``)."""
+        if not isinstance(query, OrderQuery):
+            raise ValidationError(f"query_orders needs an OrderQuery, got {type(query).__name__}")
+        return await self._call(self._query_orders, dumps(query), None, None, timeout, attempts)
+
+    def list_orders(
+        self,
+        b2b_key: str,
+        *,
+        line_item_states: Iterable[str] | None = None,
+        sandbox_id: str | None = None,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> AsyncPager[PurchaseOrder, OrderPage]:
+        """Every order of the user whose **purchase** Store ID key is ``b2b_key``, optionally
+        only those with a line in one of ``line_item_states`` (``Purchased``, ``Revoked``,
+        ``Refunded``): ``async for order in store.list_orders(key)``.
+
+        :raises ValidationError: an empty key, state list, state or sandbox id.
+        """
+        query = OrderQuery(
+            b2b_key=b2b_key, line_item_state_filter=line_item_states, sandbox_id=sandbox_id
+        )
+
+        async def fetch(token: str | None) -> OrderPage:
+            page = query.with_continuation(token)
+            return await self.query_orders(page, timeout=timeout, attempts=attempts)
+
+        return AsyncPager(fetch)
+
     async def grant_free_product(
         self,
         request: GrantRequest,
@@ -320,15 +561,17 @@ class StoreClient:
         attempts: int | None = None,
         deadline: float | None = None,
     ) -> Order:
-        """Grant a free product (``POST /v6.0/purchases/grant``); keyed by ``order_id``."""
+        """Grant a free product (``POST /v6.0/purchases/grant``; with a ``sandbox_id``,
+        ``POST /v7.0/purchases/grant`` with ``sbx``); keyed by ``order_id``."""
         if not isinstance(request, GrantRequest):
             raise ValidationError(
                 f"grant_free_product needs a GrantRequest, got {type(request).__name__}"
             )
         timeout = _timeout(timeout, deadline, "grant_free_product")
-        return await self._call(
-            self._grant_free_product, dumps(request), request.order_id, None, timeout, attempts
+        route = (
+            self._grant_free_product if request.sandbox_id is None else self._grant_free_product_v7
         )
+        return await self._call(route, dumps(request), request.order_id, None, timeout, attempts)
 
     async def get_offline_license(
         self,
@@ -375,6 +618,42 @@ class StoreClient:
             )
         timeout = _timeout(timeout, deadline, "renew_store_id_key")
         return await self._call(self._renew[key.kind], None, None, key.value, timeout, attempts)
+
+    async def get_refund_queue_sas(
+        self,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> RefundQueueSas:
+        """The refund queue's SAS URI (``GET /v8.0/b2b/clawback/sastoken``), valid for hours.
+
+        The URI's signature is a secret: the record never shows it, and an error whose text
+        echoes it has it redacted.
+
+        :raises RefundQueueNotOnboardedError: the service answered 400: the publisher has not
+            onboarded to clawback v2, so there is no queue to read.
+        :raises StoreError: any other failure (``AuthenticationError``...).
+        """
+        try:
+            return await self._call(self._refund_queue_sas, None, None, None, timeout, attempts)
+        except InvalidRequestError as error:
+            raise _without_sas(
+                RefundQueueNotOnboardedError(
+                    "the refund queue is not set up for this app: GET "
+                    "/v8.0/b2b/clawback/sastoken answered 400 (onboard to clawback v2 in "
+                    "Partner Center first)",
+                    status=error.status,
+                    code=error.code,
+                    inner_code=error.inner_code,
+                    correlation_id=error.correlation_id,
+                    request_id=error.request_id,
+                    cv=error.cv,
+                    service_error=error.service_error,
+                )
+            ) from None
+        except StoreError as error:
+            # A server may echo the SAS URI in its error text: never pass the signature on.
+            raise _without_sas(error) from None
 
     def __repr__(self) -> str:
         state = "open" if self._engine.transport is not None else "closed"

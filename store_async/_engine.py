@@ -30,17 +30,24 @@ from store_async.errors import (
     AuthenticationError,
     FailureKind,
     StoreError,
+    ThrottledError,
     TransportError,
     ValidationError,
 )
 from store_async.instrumentation._hooks import AttemptFinished, AttemptStarted, ClientHooks
 from store_async.models import _checks
+from store_async.pacing import UserPacer, user_of
 
 __all__ = ["NOT_OPEN", "Engine"]
 
 T = TypeVar("T")
 
 _JSON: Final = "application/json"
+_NEVER: Final = float("-inf")
+TOKEN_DROP_INTERVAL: Final = 10.0
+"""Seconds between two access-token drops caused by 401s: many users' bad Store ID keys (the
+Store answers them with the same inner code as a bad token) must not cause a token-request
+storm."""
 Headers = CIMultiDictProxy[str]
 """Prebuilt request headers: aiohttp copies a multidict without converting it first."""
 NOT_OPEN: Final = "the StoreClient is not open: use `async with StoreClient(...) as store:`"
@@ -61,7 +68,10 @@ class Engine:
         "_header_token",
         "_hooks",
         "_json_headers",
+        "_last_token_drop",
         "_limit",
+        "_ok_sent_at",
+        "_pacer",
         "_policy",
         "_retrier",
         "_slots",
@@ -82,6 +92,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]],
         user_agent: str,
         limit: int,
+        pacer: UserPacer | None = None,
     ) -> None:
         self.transport: Transport | None = None
         """Set while the client is open."""
@@ -89,7 +100,9 @@ class Engine:
         self._policy = policy
         self._budget = RetryBudget.from_policy(policy, clock)
         self._hooks = hooks
-        self._bare = hooks is None  # decided once: the fast path serves only hook-less clients
+        self._pacer = pacer
+        # Decided once: the fast path serves only clients without hooks or per-user pacing.
+        self._bare = hooks is None and pacer is None
         self._clock = clock
         self._timeout = policy.timeout
         self._limit = limit
@@ -99,6 +112,8 @@ class Engine:
         # An operation whose token travels in its body gets no Authorization header.
         self._token_body_headers = _headers({"Content-Type": _JSON, "User-Agent": user_agent})
         self._header_token: str | None = None
+        self._ok_sent_at = _NEVER  # when the latest success with the header token was sent
+        self._last_token_drop = _NEVER
         self._json_headers = self._bare_headers = self._token_body_headers
 
     @property
@@ -151,8 +166,8 @@ class Engine:
                         slots.give()
                     result = route.parse(answer, 1, context)
                 except StoreError as error:
-                    if isinstance(error, AuthenticationError) and error.token_rejected:
-                        self._tokens.invalidate(token)
+                    if isinstance(error, AuthenticationError):
+                        self._judge_401(error, token, started)
                     call = Call(
                         self._retrier,
                         route,
@@ -163,6 +178,8 @@ class Engine:
                         self._policy.attempts,
                     )
                     result = await call.retry(error)
+                else:
+                    self._ok_sent_at = started
                 self._budget.deposit()
                 return result
         return await self._call(route, body, key, context, started, timeout, attempts)
@@ -200,6 +217,9 @@ class Engine:
         token = self._tokens.fresh_token()
         if token is None:
             token = await self._wait_for_token(call, remaining)
+        pacer, user, stamp = self._pacer, None, 0.0
+        if pacer is not None:
+            user, stamp = await self._pace(pacer, call)
         slots: ConnectionSlots | None = self._slots
         assert slots is not None
         if not slots.try_take():
@@ -221,7 +241,7 @@ class Engine:
             else:
                 headers = self._bare_headers if body is None else self._json_headers
             hooks = self._hooks
-            started = 0.0
+            started = sent_at = clock()
             if hooks is not None:
                 hooks.attempt_started(
                     AttemptStarted(operation=route.name, idempotency_key=call.key, attempt=number)
@@ -235,8 +255,10 @@ class Engine:
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
-                if isinstance(error, AuthenticationError) and error.token_rejected:
-                    self._tokens.invalidate(token)
+                if user is not None:
+                    self._answered(user, stamp, error)
+                if isinstance(error, AuthenticationError):
+                    self._judge_401(error, token, sent_at)
                 if hooks is not None:
                     hooks.attempt_finished(
                         AttemptFinished(
@@ -255,6 +277,10 @@ class Engine:
         finally:
             if slots is not None:
                 slots.give()
+        if user is not None:
+            self._answered(user, stamp, None)
+        if token is self._header_token and sent_at > self._ok_sent_at:
+            self._ok_sent_at = sent_at
         if hooks is not None:
             status, answer_headers, _ = answer
             hooks.attempt_finished(
@@ -284,6 +310,58 @@ class Engine:
                 kind=FailureKind.NOT_SENT,
             ) from None
 
+    async def _pace(self, pacer: UserPacer, call: Call[Any]) -> tuple[str | None, float]:
+        """Wait for the call's user to be below its rate (docs/design.md rule 11), within the
+        call's timeout; else end at once, without sending, with ``ThrottledError``."""
+        beneficiary = getattr(call.context, "beneficiary", None)
+        value = getattr(beneficiary, "identity_value", None)
+        if not isinstance(value, str):
+            return None, 0.0  # not a per-user call
+        user = user_of(value)
+        wait = pacer.delay(user)
+        if wait > 0:
+            left = call.deadline_at - self._clock()
+            if wait >= left:
+                error = ThrottledError(
+                    f"{call.route.name}: this user's rate ({pacer.rate}) allows the next call in "
+                    f"{wait:.1f} s, beyond the call's timeout; nothing was sent",
+                    retry_after=wait,
+                )
+                error.kind = FailureKind.NOT_SENT
+                error.retryable = False
+                raise error
+            await self._retrier.sleep(wait)
+        return user, pacer.record(user)
+
+    def _answered(self, user: str, stamp: float, error: StoreError | None) -> None:
+        pacer = self._pacer
+        assert pacer is not None
+        pacer.answered(user, stamp)
+        if isinstance(error, ThrottledError) and error.retry_after:
+            pacer.park(user, error.retry_after)
+
+    def _judge_401(self, error: AuthenticationError, token: str, sent_at: float) -> None:
+        """Decide whether a 401 is about our access token (drop it, resend once) or about the
+        user's Store ID key (final): the Store answers ``AuthenticationTokenInvalid`` for both.
+
+        The token is fine if a request sent *later* with it succeeded. Otherwise it is dropped,
+        but at most once per :data:`TOKEN_DROP_INTERVAL` seconds (docs/design.md rule 7).
+        """
+        if not error.token_rejected:
+            return
+        if self._tokens.current != token:
+            error.about_access_token = True  # already replaced: resend with the new one
+        elif self._ok_sent_at > sent_at:
+            error.about_access_token = False  # a later request with this token succeeded
+        else:
+            now = self._clock()
+            if now - self._last_token_drop < TOKEN_DROP_INTERVAL:
+                error.about_access_token = False
+            else:
+                self._last_token_drop = now
+                self._tokens.invalidate(token)
+                error.about_access_token = True
+
     def _set_headers(self, token: str) -> None:
         authorization = "Bearer " + token
         user_agent = self._user_agent
@@ -292,3 +370,4 @@ class Engine:
         )
         self._bare_headers = _headers({"Authorization": authorization, "User-Agent": user_agent})
         self._header_token = token
+        self._ok_sent_at = _NEVER

@@ -219,7 +219,9 @@ class Call(Generic[T]):
         if self.resend_401:
             return False
         if self.count - (1 if self.resent_401 else 0) >= self.max_attempts:
-            self.stop_reason = f"{self.max_attempts} attempts"
+            self.stop_reason = (
+                "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
+            )
             return True
         if not retrier.budget.try_withdraw():
             self.stop_reason = "an empty retry budget"
@@ -261,7 +263,8 @@ class Call(Generic[T]):
         resend = (
             f"resend with the same {key_name} to settle it"
             if key_name
-            else "it has no idempotency key: check its state before sending it again"
+            else self.route.route.unsettled_hint
+            or "it has no idempotency key: check its state before sending it again"
         )
         attempts = "attempt" if self.count == 1 else "attempts"
         return OutcomeUnknownError(

@@ -41,17 +41,23 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from store_async import models
 from store_async.errors import ResponseFormatError, ValidationError
 from store_async.models import ConsumeRequest, GrantRequest, UserIdentity
+from store_async.models.refunds import RefundEventState, refund_event_state
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
 
 T = TypeVar("T")
 
 RECORDS: Final[tuple[type, ...]] = tuple(
-    record for record in vars(models).values() if isinstance(record, type) and attrs.has(record)
+    record
+    for record in vars(models).values()
+    if isinstance(record, type)
+    and attrs.has(record)
+    and record.__module__ != "store_async.models.refunds"
 )
-"""The records of :mod:`store_async.models` (the service error bodies included). Derived, not
-kept by hand: the converter handles *any* attrs class through hook factories, so a new record
-needs no registration here."""
+"""The Store services' records of :mod:`store_async.models` (v8 and the service error bodies
+included; the refund queue's events are not a Store body). Derived, not kept by hand: the
+converter handles *any* attrs class through hook factories, so a new record needs no
+registration here."""
 
 # -- the special cases, all in one place (everything else follows from the attrs fields) --
 
@@ -59,6 +65,7 @@ _RENAMES: Final = {
     "is_pi_required": "isPIRequired",
     "total_charged_to_csv_top_off_pi": "totalChargedToCsvTopOffPI",
     "inner_error": "innererror",
+    "sandbox_id": "sbx",
 }
 """Wire names that are not the plain camelCase of the attribute name."""
 _OMITTED_DEFAULTS: Final[frozenset[tuple[type, str]]] = frozenset(
@@ -75,6 +82,13 @@ _MAX_VALUE_CHARS: Final = 64  # longer than any date-time or amount the services
 _MAX_PROBLEMS: Final = 5  # problems listed in one error message
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS_AJAX: Final = re.compile(r"\\?/Date\((-?\d{1,16})(?:([+-])(\d\d)(\d\d))?\)\\?/\Z")
+
+
+def field_wire_name(field: attrs.Attribute[Any]) -> str:
+    """A field's JSON name: its ``wire`` metadata when the record sets one (a name that the
+    general renames would get wrong, e.g. an event's ``sandboxId``), else :func:`wire_name`."""
+    wire = field.metadata.get("wire")
+    return wire if isinstance(wire, str) else wire_name(field.name)
 
 
 def wire_name(attribute: str) -> str:
@@ -349,7 +363,7 @@ def _generate(
     hints = get_type_hints(cls)
     fields = [field for field in attrs.fields(cast(Any, cls)) if field.init]
     names = [
-        wire_name(field.name).lower() if lowered else wire_name(field.name) for field in fields
+        field_wire_name(field).lower() if lowered else field_wire_name(field) for field in fields
     ]
     add("def structure(value):")  # the parameters are completed below
     if not lowered:
@@ -419,7 +433,7 @@ def _entry(cls: type) -> Callable[[Any], Any]:
 def _make_structure_hook(cls: type[T]) -> Callable[[Any, Any], T]:
     fast = _entry(cls)
     renames = {
-        f.name: override(rename=wire_name(f.name).lower()) for f in attrs.fields(cast(Any, cls))
+        f.name: override(rename=field_wire_name(f).lower()) for f in attrs.fields(cast(Any, cls))
     }
     # cattrs' generated function collects every problem with its path; it runs only to explain
     # a failure of the fast one (and so gives the same answer, or the same error, as before).
@@ -457,9 +471,10 @@ def _optional_factory(type_: Any) -> Callable[[Any, Any], Any]:
 def _make_unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     overrides = {}
     for field in attrs.fields(cls):
-        # Absent means omitted, never null.
+        # Absent means omitted, never null; a flag is sent only when set (includeOrderIds).
         omit = field.default is None or (cls, field.name) in _OMITTED_DEFAULTS
-        overrides[field.name] = override(rename=wire_name(field.name), omit_if_default=omit)
+        omit = omit or field.default is False
+        overrides[field.name] = override(rename=field_wire_name(field), omit_if_default=omit)
     hook: Callable[[Any], dict[str, Any]] = _unstructure_fn(cls, converter, **overrides)
     return hook
 
@@ -475,7 +490,15 @@ def _user_identity(identity: UserIdentity) -> dict[str, str]:
 def _consume_request(request: ConsumeRequest) -> dict[str, Any]:
     # Hand-written: this runs once per consume call and is ~5x faster than the generic hook.
     body: dict[str, Any] = {"beneficiary": _user_identity(request.beneficiary)}
-    if request.tracking_id is not None:
+    if request.remove_quantity is not None:  # v8: deduplicated on all four of these values
+        body["productId"] = request.product_id
+        body["trackingId"] = request.tracking_id
+        body["removeQuantity"] = request.remove_quantity
+        if request.include_order_ids:
+            body["includeOrderIds"] = True
+        if request.sandbox_id is not None:
+            body["sbx"] = request.sandbox_id
+    elif request.tracking_id is not None:
         body["itemId"] = request.item_id
         body["trackingId"] = request.tracking_id
     else:
@@ -588,3 +611,18 @@ def _problems(exc: BaseException, path: str) -> list[str]:
             message = f"{type(exc).__name__} ({len(message)}-character message)"
         return [f"{path}: {message}"]
     return [f"{path}: {type(exc).__name__}"]
+
+
+# -- refund events (clawback v2): records like any other (the attrs.has factories build them);
+#    only their state, a known state or the service's own word, needs a hook --
+
+
+def _structure_refund_state(value: Any, _: Any) -> RefundEventState | str:
+    if type(value) is str:
+        return refund_event_state(value)
+    raise TypeError(f"expected a string, got {_kind(value)}")
+
+
+converter.register_structure_hook_factory(
+    lambda type_: type_ == RefundEventState | str, lambda _type: _structure_refund_state
+)

@@ -179,9 +179,17 @@ class AuthenticationError(StoreError):
     differs from the token's ``appid``).
     """
 
+    about_access_token: bool | None = None
+    """Set by the client when it could tell: ``True`` when the 401 is about our access token,
+    ``False`` when it is about the user's Store ID key (the Store answers
+    ``AuthenticationTokenInvalid`` for both: a request sent later with the same access token
+    succeeded, so the token is fine)."""
+
     @property
     def token_rejected(self) -> bool:
         """True when a fresh access token may cure it (refresh once and resend)."""
+        if self.about_access_token is not None:
+            return self.about_access_token
         return self.inner_code in (AUTHENTICATION_TOKEN_INVALID, PARTNER_AAD_TICKET_REQUIRED)
 
 
@@ -288,3 +296,26 @@ class OutcomeUnknownError(StoreError):
             f"{super().__str__()} [idempotency_key={self.idempotency_key}, "
             f"attempts={self.attempts}]"
         )
+
+
+# -- refund events (clawback v2) --------------------------------------------------------------
+
+
+class RefundQueueNotOnboardedError(InvalidRequestError):
+    """400 from ``GET /v8.0/b2b/clawback/sastoken``: the refund queue was never set up.
+
+    The service answers 400 until the publisher has onboarded to clawback v2 (Partner Center);
+    no retry will change that.
+    """
+
+
+class RefundQueueError(StoreError):
+    """The refund queue (Azure Storage) failed: a refused SAS after a fresh one was fetched, a
+    queue that does not exist, an unreachable account. The message names the operation, the
+    HTTP status and the storage error code, never the SAS URI's signature."""
+
+    kind = FailureKind.NOT_SENT
+    retryable = True
+
+
+__all__ += ["RefundQueueError", "RefundQueueNotOnboardedError"]

@@ -1,14 +1,22 @@
 """pytest plugin: a ``store_emulator`` fixture for testing your own services against the Store.
 
 Installed with ``store-async`` (entry point ``pytest11``), so the fixture is available in
-every test session once the package is installed. It needs ``pytest-asyncio`` (any mode);
-without it (not installed, or ``-p no:asyncio``) the plugin loads harmlessly and the fixture
-fails with a clear message when a test asks for it.
+every test session once the package is installed. It needs ``pytest-asyncio``; without it (not
+installed, or ``-p no:asyncio``) the plugin loads harmlessly and the fixture fails with a clear
+message when a test asks for it.
+
+In pytest-asyncio's default **strict** mode, mark each test that uses the fixture with
+``@pytest.mark.asyncio`` (or a module with ``pytestmark = pytest.mark.asyncio``): strict mode
+leaves an unmarked ``async def`` test to pytest, which skips it with a warning. In **auto** mode
+(``asyncio_mode = "auto"`` in your pytest configuration) no marker is needed. Either way, set
+``asyncio_default_fixture_loop_scope = "function"``, or pytest-asyncio warns that it is unset.
 
 Example::
 
+    import pytest
     from store_async import ConsumeRequest, StoreClient, UserIdentity
 
+    @pytest.mark.asyncio  # strict mode (the default); not needed in auto mode
     async def test_fulfills_once(store_emulator):
         item = store_emulator.add_consumable("user-1", "9NBLGGH42CFD")
         async with StoreClient(

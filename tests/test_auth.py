@@ -11,7 +11,8 @@ from azure.core.credentials import AccessToken
 
 from store_async import STORE_SCOPE, TokenCache
 from store_async.errors import AuthenticationError, ValidationError
-from tests.fake_store import CountingCredential, FakeClock, LegacyCredential
+from tests.support.clock import FakeClock
+from tests.support.credentials import CountingCredential, LegacyCredential
 
 
 def cache_for(credential: CountingCredential, clock: FakeClock, **options: Any) -> TokenCache:

@@ -104,10 +104,19 @@ def transaction_line(n: int) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
-def write_input(path: Path, count: int) -> None:
+def v8_line(n: int) -> bytes:
+    """A v8 consume (productId + quantity) of one of 5 store-managed products, 1-3 units."""
+    line = orjson.loads(item_line(n))
+    del line["itemId"]
+    line.update(productId=f"9NV8PRODUCT{n % 5}", quantity=1 + n % 3)
+    return orjson.dumps(line) + b"\n"
+
+
+def write_input(path: Path, count: int, *, v8_every: int = 0) -> None:
+    """``count`` item lines; with ``v8_every``, every such line is a v8 line instead."""
     with open(path, "wb") as file:
         for n in range(1, count + 1):
-            file.write(item_line(n))
+            file.write(v8_line(n) if v8_every and n % v8_every == 0 else item_line(n))
 
 
 def fulfill_command(
@@ -136,8 +145,11 @@ def journal_counts(path: Path) -> dict[RowState, int]:
         return reader.counts()
 
 
-def assert_exactly_once(emulator: EmulatorThread, journal: Path, lines: int) -> None:
-    """Every journaled tracking id applied exactly once, and nothing else applied."""
+def assert_exactly_once(
+    emulator: EmulatorThread, journal: Path, lines: int, *, v8_every: int = 0
+) -> None:
+    """Every journaled tracking id applied exactly once, and nothing else applied; v8 balances
+    (auto-created with 1,000,000 units) are down by exactly the quantities of the v8 lines."""
     with JournalReader(journal) as reader:
         rows = list(reader.rows())
     assert len(rows) == lines
@@ -147,7 +159,17 @@ def assert_exactly_once(emulator: EmulatorThread, journal: Path, lines: int) -> 
     assert applied == [1] * lines
     assert emulator.sync(lambda: (ledger.total, ledger.duplicates())) == (lines, {})
     subjects = emulator.sync(lambda: sorted(entry.subject for entry in ledger))
-    assert subjects == sorted(f"item-{n}" for n in range(1, lines + 1))
+    v8 = [n for n in range(1, lines + 1) if v8_every and n % v8_every == 0]
+    expected = [f"item-{n}" for n in range(1, lines + 1) if n not in set(v8)]
+    assert subjects == sorted(expected + [f"9NV8PRODUCT{n % 5} x{1 + n % 3}" for n in v8])
+    consumed: dict[tuple[str, str], int] = {}
+    for n in v8:
+        user_product = (f"{SECRET_PREFIX}{n % 7}", f"9NV8PRODUCT{n % 5}")
+        consumed[user_product] = consumed.get(user_product, 0) + 1 + n % 3
+    balances = emulator.sync(
+        lambda: {pair: emulator.emulator.balance_of(*pair) for pair in consumed}
+    )
+    assert balances == {pair: 1_000_000 - units for pair, units in consumed.items()}
 
 
 def test_a_clean_file_is_fulfilled_and_a_rerun_sends_nothing(
@@ -219,7 +241,7 @@ def test_a_bad_file_gets_precise_line_errors_and_every_valid_line_is_fulfilled(
     lines = done.stdout.splitlines()
     assert lines[0].startswith(
         "9 fulfillments: 3 done, 0 already done, 1 failed (0 in earlier runs), 0 pending, "
-        "1 duplicate lines, 4 rejected lines, in "
+        "1 duplicate line, 4 rejected lines, in "
     )
     assert lines[1:] == [
         "  line 9: key 'order-9' failed: InvalidRequestError: HTTP 400: The item is not a "
@@ -349,9 +371,9 @@ def test_journal_summary_and_export_of_failed_rows(
         "trackingId": failed.request.tracking_id,
     }
     assert SECRET_PREFIX not in summary.stdout + result.stdout + result.stderr
-    bad = cli("journal", str(journal), "--export", "done")
+    bad = cli("journal", str(journal), "--export", "finished")
     assert bad.returncode == 1
-    assert "argument --export: give pending, failed or pending,failed" in bad.stderr
+    assert "argument --export: give pending, failed, done or a list: pending,failed" in bad.stderr
     missing = cli("journal", str(tmp_path / "nothing"))
     assert (missing.returncode, missing.stderr) == (
         1,
@@ -409,7 +431,7 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
     faults = FaultPlan(rate=0.03, seed=11, retry_after=0.0, slow_seconds=0.01)
     with EmulatorThread(faults=faults) as emulator:
         source, journal = tmp_path / "in.jsonl", tmp_path / "journal"
-        write_input(source, lines)
+        write_input(source, lines, v8_every=4)  # a quarter of the lines are v8 consumes
         command = fulfill_command(emulator, source, journal, "--no-progress", sync="full")
         moments = sorted(random.Random(20_240_601).sample(range(1_000, lines - 1_000), 5))
         left_pending = []
@@ -432,9 +454,13 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
                 break
             assert final.returncode == 3, final.stderr
         assert final.returncode == 0, final.stderr
-        assert_exactly_once(emulator, journal, lines)
+        assert_exactly_once(emulator, journal, lines, v8_every=4)
         with JournalReader(journal) as reader:
             assert reader.runs() == 5 + reruns
+            v8_rows = [row for row in reader.rows() if row.request.is_v8]
+        assert len(v8_rows) == lines // 4
+        # The batch asks for order ids; each done v8 row keeps the first answer's.
+        assert all(row.order_transactions for row in v8_rows)
         faults = emulator.sync(lambda: sum(emulator.emulator.stats.faults.values()))
         print(
             f"killed at {moments} done rows, leaving {left_pending} pending; settled after "

@@ -275,7 +275,7 @@ def test_unreadable_at_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
         main(["key-info", OLD_KEY, "--at", "yesterday"])
 
     out, err = capsys.readouterr()
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # usage error, as on every command
     assert "argument --at: not an ISO 8601 time: 'yesterday'" in err
     assert OLD_KEY not in out + err
 

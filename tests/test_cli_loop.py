@@ -84,5 +84,5 @@ def test_an_unknown_loop_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
     with pytest.raises(SystemExit) as exited:
         main(["emulator", "--loop", "trio"])
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # the CLI contract: a usage error exits 1
     assert "invalid choice: 'trio'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -15,6 +16,7 @@ from store_async import RetryPolicy, StoreClient, TokenCache
 from store_async._operations import ROUTES
 from store_async._transport import AiohttpTransport
 from store_async.credentials import StaticTokenCredential
+from store_async.emulator import FaultKind, FaultPlan, RawAnswer, StoreEmulator
 from store_async.endpoints import Endpoints
 from store_async.errors import (
     FailureKind,
@@ -33,25 +35,37 @@ from store_async.models import (
     UserIdentity,
 )
 from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
-from tests.fake_store import (
-    GOOD_TOKEN,
-    CountingCredential,
-    FakeStore,
-    Fault,
-    collection_item,
-    make_store_id_key,
-    script,
-)
+from tests.support.credentials import GOOD_TOKEN, CountingCredential
+from tests.support.emulator import client_for, emulator
 
 
-def client_for(store: FakeStore, **options: object) -> StoreClient:
-    return StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=store.endpoints, **options)  # type: ignore[arg-type]
+def collection_item(number: int) -> dict[str, Any]:
+    """A CollectionItemContractV6 as the documentation shows it."""
+    return {
+        "itemId": f"{number:032x}",
+        "productId": "9NBLGGH4TNMP",
+        "skuId": "0010",
+        "productType": "UnmanagedConsumable",
+        "skuType": "Full",
+        "status": "Active",
+        "ownershipType": "OwnedByBeneficiary",
+        "localTicketReference": "ref-1",
+        "transactionId": "f9ad7ba3-9a86-41a5-8fa6-6e1d3b0da5b4",
+        "acquiredDate": "2024-01-01T00:00:00.0000000+00:00",
+        "startDate": "2024-01-01T00:00:00.0000000+00:00",
+        "endDate": "9999-12-31T23:59:59.9999999+00:00",
+        "modifiedDate": "2024-01-01T00:00:00.0000000+00:00",
+    }
 
 
-def grant_request() -> GrantRequest:
+def page(document: dict[str, Any]) -> RawAnswer:
+    return RawAnswer(200, {"Content-Type": "application/json"}, orjson.dumps(document))
+
+
+def grant_request(emu: StoreEmulator) -> GrantRequest:
     return GrantRequest(
         availability_id="9RR45VN0RWHD",
-        b2b_key=make_store_id_key("purchase"),
+        b2b_key=emu.mint_store_id_key("user-1", "purchase"),
         language="en-us",
         market="us",
         product_id="9NBLGGH4TNMP",
@@ -60,17 +74,18 @@ def grant_request() -> GrantRequest:
 
 
 async def test_consume_sends_the_documented_request_and_returns_the_service_headers(
-    fake_store: FakeStore, beneficiary: UserIdentity
+    emu: StoreEmulator, beneficiary: UserIdentity
 ) -> None:
     request = ConsumeRequest.for_item(beneficiary, "item-1")
-    async with client_for(fake_store) as store:
+    async with client_for(emu) as store:
         result = await store.consume(request)
     assert result.tracking_id == request.tracking_id
     assert result.transaction_id is None
     assert result.attempts == 1
-    assert result.correlation_id == f"corr-{request.tracking_id}"
-    assert (result.request_id, result.cv) == ("req-1", "cv.1")
-    (received,) = fake_store.received
+    (received,) = emu.request_log
+    answer = received.response_headers
+    assert result.correlation_id == answer["MS-CorrelationId"]
+    assert (result.request_id, result.cv) == (answer["MS-RequestId"], answer["MS-CV"])
     assert received.path == "/v6.0/collections/consume"
     assert received.headers["Authorization"] == f"Bearer {GOOD_TOKEN}"
     assert received.headers["Content-Type"] == "application/json"
@@ -84,88 +99,88 @@ async def test_consume_sends_the_documented_request_and_returns_the_service_head
         "itemId": "item-1",
         "trackingId": request.tracking_id,
     }
-    assert fake_store.applied[request.idempotency_key] == 1
+    assert emu.ledger.applied(request.idempotency_key) == 1
 
 
-async def test_consume_by_transaction(fake_store: FakeStore, beneficiary: UserIdentity) -> None:
+async def test_consume_by_transaction(emu: StoreEmulator, beneficiary: UserIdentity) -> None:
     transaction = "f9ad7ba3-9a86-41a5-8fa6-6e1d3b0da5b4"
     request = ConsumeRequest.for_transaction(beneficiary, "9NBLGGH4TNMP", transaction)
-    async with client_for(fake_store) as store:
+    async with client_for(emu) as store:
         result = await store.consume(request)
     assert (result.tracking_id, result.transaction_id) == (None, transaction)
-    assert orjson.loads(fake_store.received[0].body)["transactionId"] == transaction
-    assert fake_store.applied[transaction] == 1
+    assert orjson.loads(emu.request_log[0].body)["transactionId"] == transaction
+    assert emu.ledger.applied(transaction) == 1
 
 
 async def test_query_products_and_iter_products_follow_continuation_tokens(
-    fake_store: FakeStore, beneficiary: UserIdentity
+    beneficiary: UserIdentity,
 ) -> None:
-    fake_store.query_pages = [
-        {"items": [collection_item(1), collection_item(2)]},
-        {"items": [collection_item(3)]},
-        {"items": []},
-        {"items": [collection_item(4)]},
+    first = page({"items": [collection_item(1), collection_item(2)], "continuationToken": "page-1"})
+    pages = [
+        first,
+        first,
+        page({"items": [collection_item(3)], "continuationToken": "page-2"}),
+        page({"items": [], "continuationToken": "page-3"}),
+        page({"items": [collection_item(4)]}),
     ]
     request = QueryRequest(beneficiaries=[beneficiary], product_types=["UnmanagedConsumable"])
-    async with client_for(fake_store) as store:
-        page = await store.query_products(request)
+    async with emulator(FaultPlan(script={"query": pages})) as emu, client_for(emu) as store:
+        first_page = await store.query_products(request)
         items = [item async for item in store.iter_products(request)]
-    assert page.continuation_token == "page-1"
-    assert [item.item_id for item in page.items] == [f"{1:032x}", f"{2:032x}"]
+    assert first_page.continuation_token == "page-1"
+    assert [item.item_id for item in first_page.items] == [f"{1:032x}", f"{2:032x}"]
     assert [item.item_id for item in items] == [f"{n:032x}" for n in (1, 2, 3, 4)]
-    sent = [orjson.loads(r.body).get("continuationToken") for r in fake_store.received[1:]]
+    sent = [orjson.loads(r.body).get("continuationToken") for r in emu.request_log[1:]]
     assert sent == [None, "page-1", "page-2", "page-3"]
 
 
 async def test_iter_products_stops_on_a_repeated_continuation_token(
-    fake_store: FakeStore, beneficiary: UserIdentity
+    beneficiary: UserIdentity,
 ) -> None:
     request = QueryRequest(beneficiaries=[beneficiary], product_types=["Durable"])
-    fake_store.raw_answer = (
-        200,
-        {"Content-Type": "application/json"},
-        orjson.dumps({"items": [], "continuationToken": "again"}),
-    )
-    async with client_for(fake_store) as store:
+    again = page({"items": [], "continuationToken": "again"})
+    plan = FaultPlan.always(FaultKind.RAW_ANSWER, raw_answer=again)
+    async with emulator(plan) as emu, client_for(emu) as store:
         with pytest.raises(ResponseFormatError, match="repeated a continuation token"):
             async for _ in store.iter_products(request):
                 pass
-    assert len(fake_store.received) == 2
+    assert len(emu.request_log) == 2
 
 
 async def test_grant_free_product_resends_the_same_order_id_after_a_lost_answer(
     beneficiary: UserIdentity,
 ) -> None:
-    request = grant_request()
-    async with FakeStore(plan=script(Fault.DROP_AFTER_COMMIT)) as fake, client_for(fake) as store:
+    plan = FaultPlan(script={"grant": [FaultKind.DROP_AFTER_COMMIT]})
+    async with emulator(plan) as fake, client_for(fake) as store:
+        request = grant_request(fake)
         order = await store.grant_free_product(request)
     assert order.order_id == request.order_id
     assert order.order_state == "Purchased"
-    assert fake.applied[request.order_id] == 1
-    assert fake.replays[request.order_id] == 1
-    assert len(fake.bodies[request.order_id]) == 1
+    assert fake.ledger.applied(request.order_id) == 1
+    assert fake.ledger.replays(request.order_id) == 1
+    assert len(fake.request_log.bodies(request.order_id)) == 1
 
 
-async def test_get_offline_license_quotes_path_parts(fake_store: FakeStore) -> None:
-    async with client_for(fake_store) as store:
+async def test_get_offline_license_quotes_path_parts(emu: StoreEmulator) -> None:
+    async with client_for(emu) as store:
         license_ = await store.get_offline_license("9NBLG H4/TNMP", "0010", "c?ontent")
     assert license_.product_key.product_id == "9NBLG H4/TNMP"
     assert license_.content_id == "c?ontent"
-    (received,) = fake_store.received
+    (received,) = emu.request_log
     assert received.body == b""
     assert received.headers["Authorization"] == f"Bearer {GOOD_TOKEN}"
 
 
 @pytest.mark.parametrize("kind", ["collections", "purchase"])
 async def test_renew_posts_the_token_in_the_body_to_the_keys_family(
-    fake_store: FakeStore, kind: str
+    emu: StoreEmulator, kind: Literal["collections", "purchase"]
 ) -> None:
-    old = make_store_id_key(kind)
-    async with client_for(fake_store) as store:
+    old = emu.mint_store_id_key("user-1", kind)
+    async with client_for(emu) as store:
         renewed = await store.renew_store_id_key(old)
     assert isinstance(renewed, StoreIdKey)
     assert renewed.value != old
-    (received,) = fake_store.received
+    (received,) = emu.request_log
     assert received.path == "/v6.0/b2b/keys/renew"
     assert "Authorization" not in received.headers
     assert orjson.loads(received.body) == {"serviceTicket": GOOD_TOKEN, "key": old}
@@ -173,43 +188,47 @@ async def test_renew_posts_the_token_in_the_body_to_the_keys_family(
 
 
 async def test_renew_goes_to_the_configured_family_never_to_the_keys_refresh_uri(
-    fake_store: FakeStore,
+    emu: StoreEmulator,
 ) -> None:
-    async with FakeStore() as purchase_host:
-        endpoints = Endpoints(
-            collections=fake_store.url, purchase=purchase_host.url, business=fake_store.url
-        )
+    async with emulator() as purchase_host:
+        endpoints = Endpoints(collections=emu.url, purchase=purchase_host.url, business=emu.url)
+        # Each key is valid only on the emulator that minted it (a wrong host answers 401).
+        purchase_key = purchase_host.mint_store_id_key("user-1", "purchase")
+        collections_key = emu.mint_store_id_key("user-1", "collections")
         async with StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=endpoints) as store:
-            await store.renew_store_id_key(make_store_id_key("purchase"))
-            await store.renew_store_id_key(StoreIdKey.parse(make_store_id_key("collections")))
-        assert len(purchase_host.received) == 1
-    assert len(fake_store.received) == 1
+            await store.renew_store_id_key(purchase_key)
+            await store.renew_store_id_key(StoreIdKey.parse(collections_key))
+        assert len(purchase_host.request_log) == 1
+    assert len(emu.request_log) == 1
 
 
-async def test_a_malformed_renewed_key_is_a_response_format_error(
-    fake_store: FakeStore,
-) -> None:
-    fake_store.raw_answer = (200, {}, orjson.dumps({"key": "not-a-jwt"}))
-    async with client_for(fake_store) as store:
+async def test_a_malformed_renewed_key_is_a_response_format_error() -> None:
+    answer = RawAnswer(200, {}, orjson.dumps({"key": "not-a-jwt"}))
+    plan = FaultPlan.always(FaultKind.RAW_ANSWER, raw_answer=answer)
+    async with emulator(plan) as emu, client_for(emu) as store:
         with pytest.raises(OutcomeUnknownError) as raised:
-            await store.renew_store_id_key(make_store_id_key())
+            await store.renew_store_id_key(emu.mint_store_id_key("user-1"))
     # Renewal is never repeated after a 2xx it could not read: its outcome is unknown.
     assert isinstance(raised.value.last_error, ResponseFormatError)
     assert "not-a-jwt" not in str(raised.value)
 
 
 async def test_a_response_over_max_response_bytes_is_refused_and_not_retried(
-    fake_store: FakeStore, beneficiary: UserIdentity
+    beneficiary: UserIdentity,
 ) -> None:
-    fake_store.oversize = 20 * 1024 * 1024  # streamed, chunked: no Content-Length to check
+    # Streamed, chunked: no Content-Length to check.
+    plan = FaultPlan.always(FaultKind.OVERSIZED, oversize_bytes=20 * 1024 * 1024)
     request = QueryRequest(beneficiaries=[beneficiary], product_types=["Durable"])
-    async with client_for(fake_store, max_response_bytes=1024 * 1024) as store:
+    async with (
+        emulator(plan) as emu,
+        client_for(emu, max_response_bytes=1024 * 1024) as store,
+    ):
         with pytest.raises(ResponseTooLargeError):
             await store.query_products(request)
-    assert len(fake_store.received) == 1
+    assert len(emu.request_log) == 1
 
 
-async def test_client_does_not_close_what_it_did_not_create(fake_store: FakeStore) -> None:
+async def test_client_does_not_close_what_it_did_not_create(emu: StoreEmulator) -> None:
     credential = CountingCredential()
     closed: list[bool] = []
 
@@ -218,7 +237,7 @@ async def test_client_does_not_close_what_it_did_not_create(fake_store: FakeStor
 
     credential.close = close  # type: ignore[method-assign]
     async with aiohttp.ClientSession() as session:
-        async with StoreClient(credential, endpoints=fake_store.endpoints, session=session):
+        async with StoreClient(credential, endpoints=emu.endpoints, session=session):
             pass
         assert not session.closed
     assert closed == []
@@ -233,12 +252,12 @@ async def test_client_closes_its_own_session() -> None:
     assert "closed" in repr(store)
 
 
-async def test_a_shared_token_cache_serves_two_clients(fake_store: FakeStore) -> None:
+async def test_a_shared_token_cache_serves_two_clients(emu: StoreEmulator) -> None:
     credential = CountingCredential()
     cache = TokenCache(credential)
     async with (
-        StoreClient(cache, endpoints=fake_store.endpoints) as first,
-        StoreClient(cache, endpoints=fake_store.endpoints) as second,
+        StoreClient(cache, endpoints=emu.endpoints) as first,
+        StoreClient(cache, endpoints=emu.endpoints) as second,
     ):
         await first.get_offline_license("p", "s", "c")
         await second.get_offline_license("p", "s", "c")
@@ -278,19 +297,19 @@ BadCall = Callable[[StoreClient], object]
     ],
 )
 async def test_bad_input_raises_validation_error_and_sends_nothing(
-    fake_store: FakeStore, bad_call: BadCall
+    emu: StoreEmulator, bad_call: BadCall
 ) -> None:
-    async with client_for(fake_store) as store:
+    async with client_for(emu) as store:
         with pytest.raises(ValidationError):
             await bad_call(store)  # type: ignore[misc]
-    assert fake_store.received == []
+    assert len(emu.request_log) == 0
 
 
-async def test_a_malformed_key_to_renew_is_refused_without_sending(fake_store: FakeStore) -> None:
-    async with client_for(fake_store) as store:
+async def test_a_malformed_key_to_renew_is_refused_without_sending(emu: StoreEmulator) -> None:
+    async with client_for(emu) as store:
         with pytest.raises(InvalidStoreIdKeyError):
             await store.renew_store_id_key("not.a.jwt")
-    assert fake_store.received == []
+    assert len(emu.request_log) == 0
 
 
 @pytest.mark.parametrize(
@@ -322,10 +341,17 @@ def test_the_operation_table() -> None:
     assert table == {
         ("consume", "trackingId"): (True, True),
         ("consume", "transactionId"): (True, True),
+        ("consume_v8", "trackingId"): (True, True),
+        ("query_licenses", None): (True, False),
+        ("query_entitlements", None): (True, False),
+        ("query_subscriptions", None): (True, False),
+        ("change_subscription", None): (False, True),
+        ("query_orders", None): (True, False),
         ("grant_free_product", "orderId"): (True, True),
         ("query_products", None): (True, False),
         ("get_offline_license", None): (True, False),
         ("renew_store_id_key", None): (False, True),
+        ("get_refund_queue_sas", None): (True, False),
     }
     assert RetryPolicy().attempts == 10
 

@@ -9,19 +9,19 @@ import pytest
 
 from store_async import RetryPolicy, StoreClient, TokenCache
 from store_async.credentials import StaticTokenCredential
+from store_async.emulator import FaultKind, FaultPlan, StoreEmulator
 from store_async.errors import FailureKind, OutcomeUnknownError, StoreError
 from store_async.instrumentation import AttemptFinished, AttemptStarted, ClientHooks
 from store_async.models import ConsumeRequest, UserIdentity
-from tests.fake_store import (
-    GOOD_TOKEN,
-    CountingCredential,
-    FakeClock,
-    FakeStore,
-    Fault,
-    always,
-    make_store_id_key,
-    script,
-)
+from tests.support.clock import FakeClock
+from tests.support.credentials import GOOD_TOKEN, CountingCredential
+from tests.support.emulator import emulator
+
+
+def answer_ids(emu: StoreEmulator, index: int) -> tuple[str, str, str]:
+    """``(MS-CorrelationId, MS-RequestId, MS-CV)`` of the emulator's answer to a request."""
+    headers = emu.request_log[index].response_headers
+    return headers["MS-CorrelationId"], headers["MS-RequestId"], headers["MS-CV"]
 
 
 def client_tasks() -> list[asyncio.Task[object]]:
@@ -39,18 +39,18 @@ async def test_cancelling_a_caller_mid_attempt_raises_and_leaves_no_task(
     beneficiary: UserIdentity,
 ) -> None:
     async with (
-        FakeStore(plan=always(Fault.HANG)) as fake,
+        emulator(FaultPlan.always(FaultKind.HANG)) as fake,
         StoreClient(StaticTokenCredential(GOOD_TOKEN), endpoints=fake.endpoints) as store,
     ):
         call = asyncio.create_task(store.consume(ConsumeRequest.for_item(beneficiary, "i")))
-        await fake.started.wait()  # the request is on the server, awaiting its answer
+        await fake.wait_for_hanging(1)  # the request is on the server, awaiting its answer
         assert client_tasks() == [call]
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
         await asyncio.sleep(0)
         assert client_tasks() == []
-        assert fake.sends["/v6.0/collections/consume"] == 1  # and never resent
+        assert fake.stats.requests["consume"] == 1  # and never resent
 
 
 async def test_cancelling_a_caller_during_the_retry_wait(beneficiary: UserIdentity) -> None:
@@ -61,7 +61,7 @@ async def test_cancelling_a_caller_during_the_retry_wait(beneficiary: UserIdenti
         await asyncio.Event().wait()
 
     async with (
-        FakeStore(plan=always(Fault.ERROR_503)) as fake,
+        emulator(FaultPlan.always(FaultKind.HTTP_503)) as fake,
         StoreClient(
             StaticTokenCredential(GOOD_TOKEN), endpoints=fake.endpoints, sleep=long_sleep
         ) as store,
@@ -73,7 +73,7 @@ async def test_cancelling_a_caller_during_the_retry_wait(beneficiary: UserIdenti
         with pytest.raises(asyncio.CancelledError):
             await call
         assert client_tasks() == []
-        assert fake.sends["/v6.0/collections/consume"] == 1
+        assert fake.stats.requests["consume"] == 1
 
 
 async def test_cancelling_callers_waiting_for_a_token_keeps_the_refresh_for_others(
@@ -81,7 +81,7 @@ async def test_cancelling_callers_waiting_for_a_token_keeps_the_refresh_for_othe
 ) -> None:
     gate = asyncio.Event()
     credential = CountingCredential(gate=gate)
-    async with FakeStore() as fake, StoreClient(credential, endpoints=fake.endpoints) as store:
+    async with emulator() as fake, StoreClient(credential, endpoints=fake.endpoints) as store:
         first = asyncio.create_task(store.consume(ConsumeRequest.for_item(beneficiary, "a")))
         second = asyncio.create_task(store.consume(ConsumeRequest.for_item(beneficiary, "b")))
         await credential.entered.wait()
@@ -91,53 +91,55 @@ async def test_cancelling_callers_waiting_for_a_token_keeps_the_refresh_for_othe
         gate.set()
         assert (await second).attempts == 1
     assert credential.calls == 1
-    assert fake.sends["/v6.0/collections/consume"] == 1
+    assert fake.stats.requests["consume"] == 1
 
 
 async def test_logs_at_debug_across_scenarios_never_contain_a_token_or_a_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    secret_tokens = ["tok-AAAA-secret-1", "tok-BBBB-secret-2"]
-    key = make_store_id_key(user_id="user-secret")
-    beneficiary = UserIdentity(identity_value=key, local_ticket_reference="ref")
-    clock = FakeClock()
-    credential = CountingCredential(
-        secret_tokens,
-        clock=clock,
-        lifetime=3600,
-        failures={3},
-        error=RuntimeError(secret_tokens[0]),
-    )
-    cache = TokenCache(credential, clock=clock)
-    plan = script(
-        Fault.DROP_AFTER_COMMIT,
-        Fault.ERROR_503,
-        Fault.THROTTLE_429,
-        Fault.RESET_BEFORE_COMMIT,
-        Fault.TOKEN_INVALID_401,
-    )
+    # Request by request: item-1 loses its answer (resent), item-2 meets 503, 429, a reset
+    # and a 401 (the token is refreshed) before it succeeds; then the renewal succeeds.
+    script = [
+        FaultKind.DROP_AFTER_COMMIT,
+        None,
+        FaultKind.HTTP_503,
+        FaultKind.HTTP_429,
+        FaultKind.RESET_BEFORE_COMMIT,
+        FaultKind.HTTP_401,
+    ]
+    plan = FaultPlan(script={"consume": script}, retry_after=0)
     errors: list[BaseException] = []
     with caplog.at_level(logging.DEBUG):
-        async with (
-            FakeStore(plan=plan, tokens=secret_tokens) as fake,
-            StoreClient(cache, endpoints=fake.endpoints, sleep=clock.sleep, clock=clock) as store,
-        ):
-            fake.retry_after = "0"
-            await store.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
-            await store.consume(ConsumeRequest.for_item(beneficiary, "item-2"))
-            renewed = await store.renew_store_id_key(key)
-            clock.now += 3600 - 100  # early refresh fails (call 3), keeps serving
-            await store.consume(ConsumeRequest.for_item(beneficiary, "item-3"))
-            fake.plan = always(Fault.DROP_AFTER_COMMIT)
-            try:
-                await store.consume(ConsumeRequest.for_item(beneficiary, "item-4"), attempts=2)
-            except OutcomeUnknownError as error:
-                errors.append(error)
-            fake.plan = always(Fault.TOKEN_INVALID_401)
-            try:
-                await store.renew_store_id_key(key)
-            except StoreError as error:
-                errors.append(error)
+        async with emulator(plan) as fake:
+            secret_tokens = [fake.mint_access_token(), fake.mint_access_token()]
+            key = fake.mint_store_id_key("user-secret")
+            beneficiary = UserIdentity(identity_value=key, local_ticket_reference="ref")
+            clock = FakeClock()
+            credential = CountingCredential(
+                secret_tokens,
+                clock=clock,
+                lifetime=3600,
+                failures={3},
+                error=RuntimeError(secret_tokens[0]),
+            )
+            cache = TokenCache(credential, clock=clock)
+            store = StoreClient(cache, endpoints=fake.endpoints, sleep=clock.sleep, clock=clock)
+            async with store:
+                await store.consume(ConsumeRequest.for_item(beneficiary, "item-1"))
+                await store.consume(ConsumeRequest.for_item(beneficiary, "item-2"))
+                renewed = await store.renew_store_id_key(key)
+                clock.now += 3600 - 100  # early refresh fails (call 3), keeps serving
+                await store.consume(ConsumeRequest.for_item(beneficiary, "item-3"))
+                fake.set_faults(FaultPlan.always(FaultKind.DROP_AFTER_COMMIT))
+                try:
+                    await store.consume(ConsumeRequest.for_item(beneficiary, "item-4"), attempts=2)
+                except OutcomeUnknownError as error:
+                    errors.append(error)
+                fake.set_faults(FaultPlan.always(FaultKind.HTTP_401))
+                try:
+                    await store.renew_store_id_key(key)
+                except StoreError as error:
+                    errors.append(error)
     text = caplog.text + "".join(f"{e!s} {e!r}" for e in errors)
     assert "retrying consume trackingId=" in caplog.text
     assert "kind=maybe_applied" in caplog.text
@@ -152,7 +154,7 @@ async def test_the_retry_log_line_names_what_support_needs(
 ) -> None:
     request = ConsumeRequest.for_item(beneficiary, "i")
     async with (
-        FakeStore(plan=script(Fault.ERROR_503)) as fake,
+        emulator(FaultPlan(script={"consume": [FaultKind.HTTP_503]})) as fake,
         StoreClient(
             StaticTokenCredential(GOOD_TOKEN), endpoints=fake.endpoints, sleep=FakeClock().sleep
         ) as store,
@@ -162,7 +164,8 @@ async def test_the_retry_log_line_names_what_support_needs(
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
     assert f"trackingId={request.tracking_id}" in line
     assert "after attempt 1: ServiceUnavailableError kind=maybe_applied status=503" in line
-    assert "correlation_id=corr-error request_id=req-error cv=cv.e" in line
+    correlation_id, request_id, cv = answer_ids(fake, 0)  # the 503's
+    assert f"correlation_id={correlation_id} request_id={request_id} cv={cv}" in line
     assert "wait=" in line
 
 
@@ -179,7 +182,7 @@ async def test_hooks_see_every_attempt_and_a_failing_hook_is_ignored(
     hooks = ClientHooks(on_attempt_start=broken, on_attempt_end=finished.append)
     request = ConsumeRequest.for_item(beneficiary, "i")
     async with (
-        FakeStore(plan=script(Fault.DROP_AFTER_COMMIT)) as fake,
+        emulator(FaultPlan(script={"consume": [FaultKind.DROP_AFTER_COMMIT]})) as fake,
         StoreClient(
             StaticTokenCredential(GOOD_TOKEN),
             endpoints=fake.endpoints,
@@ -196,7 +199,7 @@ async def test_hooks_see_every_attempt_and_a_failing_hook_is_ignored(
     first, second = finished
     assert (first.attempt, first.status, first.failure_kind) == (1, None, FailureKind.MAYBE_APPLIED)
     assert (second.attempt, second.status, second.error) == (2, 204, None)
-    assert second.correlation_id == f"corr-{request.tracking_id}"
+    assert second.correlation_id == answer_ids(fake, 1)[0]
     assert first.duration >= 0
     assert second.duration >= 0
     assert "metrics backend down" not in caplog.text
@@ -207,7 +210,7 @@ async def test_hooks_report_status_of_error_answers(beneficiary: UserIdentity) -
     finished: list[AttemptFinished] = []
     policy = RetryPolicy(attempts=2)
     async with (
-        FakeStore(plan=always(Fault.ERROR_500)) as fake,
+        emulator(FaultPlan.always(FaultKind.HTTP_500)) as fake,
         StoreClient(
             StaticTokenCredential(GOOD_TOKEN),
             endpoints=fake.endpoints,
@@ -219,6 +222,6 @@ async def test_hooks_report_status_of_error_answers(beneficiary: UserIdentity) -
         with pytest.raises(OutcomeUnknownError):
             await store.consume(ConsumeRequest.for_item(beneficiary, "i"))
     assert [(e.attempt, e.status, e.correlation_id) for e in finished] == [
-        (1, 500, "corr-error"),
-        (2, 500, "corr-error"),
+        (1, 500, answer_ids(fake, 0)[0]),
+        (2, 500, answer_ids(fake, 1)[0]),
     ]

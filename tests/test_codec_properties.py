@@ -32,6 +32,7 @@ from store_async.models import (
     CollectionItem,
     ConsumeRequest,
     ConsumeResult,
+    ConsumeV8Response,
     GrantRequest,
     IdentityV6,
     KeyRenewalRequest,
@@ -39,11 +40,28 @@ from store_async.models import (
     OfflineLicense,
     Order,
     OrderLineItem,
+    OrderTransaction,
     ProductKey,
     ProductSkuId,
     QueryRequest,
     QueryResult,
     UserIdentity,
+)
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+    TrialData,
+)
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
 )
 
 RESPONSE_RECORDS = (
@@ -58,6 +76,18 @@ RESPONSE_RECORDS = (
     KeyRenewalResponse,
     ServiceError,
     InnerError,
+    ConsumeV8Response,
+    OrderTransaction,
+    TrialData,
+    EntitlementItem,
+    LicenseItem,
+    EntitlementPage,
+    LicensePage,
+    Subscription,
+    SubscriptionPage,
+    PurchaseLineItem,
+    PurchaseOrder,
+    OrderPage,
 )
 FUZZ_EXAMPLES = 1_500
 FUZZ = settings(
@@ -90,7 +120,20 @@ json_values = st.recursive(
 )
 
 # Request records refuse empty strings; response records take any string.
-VALIDATING = (UserIdentity, ProductSkuId, QueryRequest, GrantRequest, KeyRenewalRequest)
+VALIDATING = (
+    UserIdentity,
+    ProductSkuId,
+    QueryRequest,
+    GrantRequest,
+    KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
+)
+# Queries need at least one beneficiary, product type or product/SKU pair.
+AT_LEAST_ONE = (QueryRequest, LicenseQuery, EntitlementQuery)
 # Fields of request records that carry validated values.
 OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (UserIdentity, "identity_value"): non_blank,
@@ -99,6 +142,14 @@ OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (ProductSkuId, "product_id"): non_blank,
     (ProductSkuId, "sku_id"): non_blank,
     (QueryRequest, "max_page_size"): st.none() | st.integers(1, 100),
+    (LicenseQuery, "max_page_size"): st.none() | st.integers(1, 100),
+    (EntitlementQuery, "max_page_size"): st.none() | st.integers(1, 200),
+    # Untyped JSON the service may send; scalars, so that re-casing keys cannot change it.
+    (LicenseItem, "beneficiary"): json_scalars,
+    (LicenseItem, "recurrence_data"): json_scalars,
+    (EntitlementItem, "beneficiary"): json_scalars,
+    (OrderQuery, "line_item_state_filter"): st.none()
+    | st.lists(non_blank, min_size=1, max_size=3).map(tuple),
     (GrantRequest, "order_id"): guids,
     (GrantRequest, "quantity"): st.just(1),
     # Opaque JSON the service may send; scalars only, so that re-casing keys cannot change it.
@@ -119,7 +170,8 @@ def _strategy(type_: Any, owner: type, name: str) -> st.SearchStrategy[Any]:
     if origin is tuple:
         element = json_values if args[0] is Any else _strategy(args[0], owner, name)
         # A query needs at least one beneficiary and product type.
-        return st.lists(element, min_size=1 if owner is QueryRequest else 0, max_size=3).map(tuple)
+        least = 1 if owner in AT_LEAST_ONE else 0
+        return st.lists(element, min_size=least, max_size=3).map(tuple)
     if attrs.has(type_):
         return records(type_)
     simple: dict[Any, st.SearchStrategy[Any]] = {
@@ -140,6 +192,31 @@ def records(cls: type) -> st.SearchStrategy[Any]:
         return st.one_of(
             st.builds(ConsumeRequest.for_item, users, non_blank, guids | st.uuids()),
             st.builds(ConsumeRequest.for_transaction, users, non_blank, guids | st.uuids()),
+            st.builds(
+                ConsumeRequest.for_quantity,
+                users,
+                non_blank,
+                st.integers(1, 2**31 - 1),
+                tracking_id=guids | st.uuids(),
+                include_order_ids=st.booleans(),
+                sandbox_id=st.none() | non_blank,
+            ),
+        )
+    if cls is SubscriptionChange:
+        return st.one_of(
+            st.builds(
+                SubscriptionChange,
+                b2b_key=non_blank,
+                change_type=st.just("Extend"),
+                extension_time_in_days=st.integers(-36_500, 36_500),
+                sandbox_id=st.none() | non_blank,
+            ),
+            st.builds(
+                SubscriptionChange,
+                b2b_key=non_blank,
+                change_type=st.sampled_from(["Cancel", "Refund", "ToggleAutoRenew"]),
+                sandbox_id=st.none() | non_blank,
+            ),
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: _strategy(hints[f.name], cls, f.name) for f in attrs.fields(cls)}
@@ -154,6 +231,11 @@ ALL_RECORDS = (
     ConsumeResult,
     GrantRequest,
     KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
     *RESPONSE_RECORDS,
 )
 
@@ -171,6 +253,11 @@ REQUESTS = (
     ConsumeRequest,
     GrantRequest,
     KeyRenewalRequest,
+    LicenseQuery,
+    EntitlementQuery,
+    SubscriptionQuery,
+    SubscriptionChange,
+    OrderQuery,
 )
 CASINGS = (str.lower, str.upper, str.title, str, str.swapcase)
 

@@ -206,7 +206,7 @@ async def test_duplicates_and_bad_lines_are_reported_not_sent(path: Path) -> Non
     ]
     report = await run(path, store, items, on_rejected=rejected.append)
     assert counts(report) == {"done": 2, "duplicates": 1, "rejected": 2}
-    assert report.exit_code is ExitCode.FAILED
+    assert report.exit_code is ExitCode.REJECTED  # nothing reached the Store and failed: 4, not 2
     conflict = LineError(
         line=3,
         message="key 'order-1' is journaled (line 1, run 1) with a different request: "

@@ -338,9 +338,9 @@ def test_a_foreign_database_is_refused_untouched(path: Path) -> None:
 def test_a_journal_of_a_newer_schema_is_refused(path: Path) -> None:
     asyncio.run(SqliteJournal(path).close())
     connection = sqlite3.connect(path)
-    connection.execute("PRAGMA user_version = 2")
+    connection.execute("PRAGMA user_version = 3")
     connection.close()
-    with pytest.raises(JournalError, match="schema version 2, written by a newer store_async"):
+    with pytest.raises(JournalError, match="schema version 3, written by a newer store_async"):
         SqliteJournal(path)
 
 

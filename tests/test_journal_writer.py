@@ -15,6 +15,9 @@ from store_async.fulfillment import (
     RowState,
     SqliteJournal,
 )
+from store_async.fulfillment._schema import connect
+from store_async.fulfillment._sqlite_store import DONE, UNKNOWN, JournalStore, done_row, error_row
+from store_async.fulfillment.sqlite_journal import _apply_marks
 from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
 
 USER = UserIdentity(identity_value="user-key", local_ticket_reference="ref")
@@ -61,3 +64,41 @@ async def test_chunked_statements_write_every_row_once(tmp_path: Path, count: in
         assert row.request.idempotency_key == request.tracking_id
         assert row.state is (RowState.PENDING if n % 3 == 0 else RowState.DONE)
         assert row.attempts == (1 if n % 3 == 0 else 2)
+
+
+async def test_a_key_marked_twice_in_one_batch_keeps_the_arrival_order(tmp_path: Path) -> None:
+    """A throttled row is marked unknown, then done after its park; both marks may ride in one
+    commit. Applied a kind at a time, the unknown mark would land after the done one (an error
+    on a done row) and two marks of one key in one statement would count one attempt."""
+    path = tmp_path / "journal"
+    requests = [ConsumeRequest.for_item(USER, f"item-{n}") for n in range(3)]
+    async with SqliteJournal(path, synchronous="normal") as journal:
+        await journal.begin_run()
+        for n, request in enumerate(requests):
+            await journal.claim(Fulfillment(key=f"k{n}", request=request))
+
+    def unknown(n: int) -> tuple[object, ...]:
+        error = OutcomeUnknownError("throttled", tracking_id=requests[n].tracking_id)
+        return error_row(f"k{n}", error)
+
+    def done(n: int) -> tuple[object, ...]:
+        result = ConsumeResult(tracking_id=requests[n].tracking_id, transaction_id=None, attempts=1)
+        return done_row(f"k{n}", result)
+
+    # k0: unknown then done; k1: unknown twice; k2: done once.
+    marks = [unknown(0), unknown(1), done(2), done(0), unknown(1)]
+    kinds = [UNKNOWN, UNKNOWN, DONE, DONE, UNKNOWN]
+    connection = connect(path, readonly=False, synchronous="normal")
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        _apply_marks(JournalStore(connection), marks, kinds, 1.0)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    with JournalReader(path) as reader:
+        rows = {row.key: row for row in reader.rows()}
+    assert (rows["k0"].state, rows["k0"].attempts, rows["k0"].failure) == (RowState.DONE, 2, None)
+    assert (rows["k1"].state, rows["k1"].attempts) == (RowState.PENDING, 2)
+    assert rows["k1"].failure is not None
+    assert rows["k1"].failure.error_type == "OutcomeUnknownError"
+    assert (rows["k2"].state, rows["k2"].attempts, rows["k2"].failure) == (RowState.DONE, 1, None)

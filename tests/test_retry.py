@@ -25,7 +25,7 @@ from store_async.errors import (
     TransportError,
     ValidationError,
 )
-from tests.fake_store import FakeClock
+from tests.support.clock import FakeClock
 
 T = TypeVar("T")
 

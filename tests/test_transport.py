@@ -8,11 +8,13 @@ import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from yarl import URL
 
 from store_async import _transport as transport_module
 from store_async._transport import AiohttpTransport, classify_exception
+from store_async.emulator import FaultKind, FaultPlan
 from store_async.errors import (
     FailureKind,
     InvalidRequestError,
@@ -22,11 +24,21 @@ from store_async.errors import (
     ThrottledError,
     TransportError,
 )
-from tests.fake_store import GOOD_TOKEN, FakeStore, Fault, RawServer, always, script
+from tests.support.credentials import GOOD_TOKEN
+from tests.support.emulator import emulator
+from tests.support.raw_server import RawServer
 
 TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
-HEADERS = {"Authorization": f"Bearer {GOOD_TOKEN}", "Content-Type": "application/json"}
-BODY = b'{"beneficiary":{},"itemId":"i","trackingId":"t-1"}'
+HEADERS = {
+    "Authorization": f"Bearer {GOOD_TOKEN}",
+    "Content-Type": "application/json",
+    "MS-CorrelationId": "corr-t-1",
+}
+USER = {"identityType": "b2b", "identityValue": "user-1", "localTicketReference": "r"}
+BODY = orjson.dumps(
+    {"beneficiary": USER, "itemId": "i", "trackingId": "6b9c3e1a-2d4f-4e5a-9b8c-7d6e5f4a3b2c"}
+)
+QUERY_BODY = orjson.dumps({"beneficiaries": [USER], "productTypes": ["Durable"]})
 
 
 @pytest.fixture
@@ -45,9 +57,10 @@ async def post(
     *,
     limit: int = 1024,
     client_timeout: aiohttp.ClientTimeout = TIMEOUT,
+    body: bytes = BODY,
 ) -> tuple[int, bytes]:
     status, _headers, body = await transport_for(session, limit, client_timeout).send(
-        "POST", url, HEADERS, BODY, client_timeout.total or 5.0
+        "POST", url, HEADERS, body, client_timeout.total or 5.0
     )
     return status, body
 
@@ -70,7 +83,7 @@ async def test_204_returns_without_reading_a_body(
         raise AssertionError("a 204 must not be read")
 
     monkeypatch.setattr(transport_module, "_read_bounded", no_read)
-    async with FakeStore() as store:
+    async with emulator() as store:
         status, headers, body = await transport_for(session, 10).send(
             "POST", consume_url(store.url), HEADERS, BODY, 5.0
         )
@@ -81,15 +94,15 @@ async def test_204_returns_without_reading_a_body(
 async def test_error_statuses_become_typed_errors_with_correlation_headers(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with FakeStore(plan=script(Fault.ERROR_503, Fault.THROTTLE_429)) as store:
-        store.retry_after = "7"
+    plan = FaultPlan(script={"consume": [FaultKind.HTTP_503, FaultKind.HTTP_429]}, retry_after=7)
+    async with emulator(plan) as store:
         with pytest.raises(ServiceUnavailableError) as unavailable:
             await post(session, consume_url(store.url))
         with pytest.raises(ThrottledError) as throttled:
             await post(session, consume_url(store.url))
     assert unavailable.value.kind is FailureKind.MAYBE_APPLIED
-    assert unavailable.value.correlation_id == "corr-error"
-    assert unavailable.value.inner_code == "Busy"
+    assert unavailable.value.correlation_id == "corr-t-1"
+    assert unavailable.value.inner_code == "ServiceUnavailable"
     assert throttled.value.retry_after == 7.0
     assert throttled.value.kind is FailureKind.ANSWERED
 
@@ -108,43 +121,49 @@ async def test_waiting_for_a_pooled_connection_past_connect_timeout_is_not_sent(
     connector = aiohttp.TCPConnector(limit=1)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
-        FakeStore(plan=always(Fault.HANG)) as store,
+        emulator(FaultPlan.always(FaultKind.HANG)) as store,
     ):
         busy = asyncio.create_task(post(session, consume_url(store.url)))
-        await store.started.wait()  # the only connection is now taken
+        await store.wait_for_hanging(1)  # the only connection is now taken
         with pytest.raises(TransportError) as raised:
             await post(
                 session,
                 consume_url(store.url),
                 client_timeout=aiohttp.ClientTimeout(total=5, connect=0.05),
             )
-        store.release()
+        assert store.release_hanging() == 1
         assert (await busy)[0] == 204
     assert raised.value.kind is FailureKind.NOT_SENT
     assert "ConnectionTimeoutError" in str(raised.value)
 
 
 async def test_a_timeout_after_sending_is_maybe_applied(session: aiohttp.ClientSession) -> None:
-    async with FakeStore(plan=always(Fault.HANG)) as store:
+    async with emulator(FaultPlan.always(FaultKind.HANG)) as store:
         with pytest.raises(TransportError) as raised:
             await post(
                 session,
                 consume_url(store.url),
                 client_timeout=aiohttp.ClientTimeout(total=0.1, connect=0.05),
             )
-        assert store.sends["/v6.0/collections/consume"] == 1
+        assert store.stats.requests["consume"] == 1
     assert raised.value.kind is FailureKind.MAYBE_APPLIED
 
 
-@pytest.mark.parametrize("fault", [Fault.RESET_BEFORE_COMMIT, Fault.DROP_AFTER_COMMIT])
+@pytest.mark.parametrize(
+    ("fault", "seen"),
+    [
+        (FaultKind.RESET_BEFORE_COMMIT, "ClientOSError"),  # a TCP RST: "connection reset"
+        (FaultKind.DROP_AFTER_COMMIT, "ServerDisconnectedError"),  # closed, no answer
+    ],
+)
 async def test_a_dropped_connection_after_sending_is_maybe_applied(
-    session: aiohttp.ClientSession, fault: Fault
+    session: aiohttp.ClientSession, fault: FaultKind, seen: str
 ) -> None:
-    async with FakeStore(plan=script(fault)) as store:
+    async with emulator(FaultPlan(script={"consume": [fault]})) as store:
         with pytest.raises(TransportError) as raised:
             await post(session, consume_url(store.url))
     assert raised.value.kind is FailureKind.MAYBE_APPLIED
-    assert "ServerDisconnectedError" in str(raised.value)
+    assert seen in str(raised.value)
 
 
 async def test_a_truncated_body_is_maybe_applied(session: aiohttp.ClientSession) -> None:
@@ -206,13 +225,13 @@ async def test_a_compressed_body_is_bounded_by_its_decoded_size(
 
 
 async def test_a_body_within_the_limit_is_returned_whole(session: aiohttp.ClientSession) -> None:
-    async with FakeStore() as store:
-        store.oversize = 100_000  # chunked, about 128 KiB
+    plan = FaultPlan.always(FaultKind.OVERSIZED, oversize_bytes=100_000)  # chunked
+    async with emulator(plan) as store:
         status, body = await post(
-            session, URL(store.url + "/v6.0/collections/query"), limit=1 << 20
+            session, URL(store.url + "/v6.0/collections/query"), limit=1 << 20, body=QUERY_BODY
         )
     assert status == 200
-    assert len(body) >= 100_000
+    assert len(body) == 100_000
 
 
 async def test_an_oversized_error_body_keeps_its_status(session: aiohttp.ClientSession) -> None:

@@ -7,7 +7,10 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["integer", "real"]
+from store_async.errors import ValidationError
+from store_async.pacing import UserRate
+
+__all__ = ["integer", "real", "user_rate"]
 
 N = TypeVar("N", int, float)
 
@@ -35,3 +38,13 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
 def real(low: float, high: float | None = None) -> Callable[[str], float]:
     """An argparse ``type`` reading a finite number in ``low..high``."""
     return _number(float, "a number", low, high)
+
+
+def user_rate(text: str) -> UserRate | None:
+    """An argparse ``type`` reading ``OPS/SECONDS`` (e.g. ``200/300``), or ``off`` (``None``)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return UserRate.parse(text)
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(error.message) from None

@@ -15,28 +15,38 @@ audits the emulator's ledger:
 
 It prints retries by failure kind, the faults injected, throughput and p50/p99 latency, and
 exits 1 unless exactly-once held for every consumable.
+
+With ``--journal postgresql://...`` the journal is that PostgreSQL database and ``--workers``
+fleet workers (:class:`~store_async.fulfillment.fleet.FleetWorker`, each with its own
+connection pool and worker id, in this process) share it, leasing users as separate processes
+or machines would (the demo's keys carry a random prefix, so the database may hold other rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from store_async.cli._arguments import integer, real
+import attrs
+
+from store_async.cli._arguments import integer, real, user_rate
 from store_async.cli._loop import add_loop_option
 from store_async.cli._loop import run as run_loop
 
 if TYPE_CHECKING:
     from store_async import StoreClient
-    from store_async.emulator import FaultKind, Ledger
-    from store_async.instrumentation import AttemptFinished
+    from store_async.emulator import FaultKind, Ledger, StoreEmulator
+    from store_async.fulfillment import FailedRow, Fulfillment, FulfillmentReport
+    from store_async.instrumentation import AttemptFinished, ClientHooks
     from store_async.models import ConsumeRequest, ConsumeResult
 
 __all__ = ["Audit", "audit", "configure", "run"]
@@ -61,6 +71,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
+    )
+    parser.add_argument(
+        "--journal",
+        metavar="DSN",
+        help="postgresql://user@host/db: a PostgreSQL journal shared by --workers fleet "
+        "workers (default: a temporary SQLite journal); password in PGPASSWORD",
+    )
+    parser.add_argument(
+        "--workers", type=integer(1), default=2, help="fleet workers with --journal DSN (2)"
+    )
+    parser.add_argument(
+        "--user-limit",
+        type=user_rate,
+        default=None,
+        metavar="OPS/SECONDS",
+        help="the emulator limits each user like the Store (e.g. 20/2); default: no limit",
+    )
+    parser.add_argument(
+        "--user-rate",
+        type=user_rate,
+        default=None,
+        metavar="OPS/SECONDS",
+        help="the fulfiller paces each user to this rate (e.g. 20/2); default: off",
     )
 
 
@@ -116,6 +149,9 @@ class _Run:
     failed_attempts: Counter[str] = field(default_factory=Counter)
     resubmitted: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    throttled: int = 0
+    """429s the fulfiller saw (per-user pacing parks the user and resends later)."""
+    users_parked: int = 0
 
     def record(self, event: AttemptFinished) -> None:
         """Client hook: one attempt ended."""
@@ -154,13 +190,15 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
 
     from store_async import StoreClient
     from store_async.emulator import FaultPlan, StoreEmulator
-    from store_async.fulfillment import Fulfiller, Fulfillment, SqliteJournal
+    from store_async.fulfillment import Fulfillment
     from store_async.instrumentation import ClientHooks
     from store_async.models import ConsumeRequest, UserIdentity
 
     plan = FaultPlan(rate=args.fault_rate, seed=args.seed, retry_after=0.0, slow_seconds=0.05)
     run = _Run()
-    async with StoreEmulator(faults=plan) as emulator:
+    limit = args.user_limit
+    user_limit = (limit.ops, limit.seconds) if limit is not None else None
+    async with StoreEmulator(faults=plan, user_limit=user_limit) as emulator:
         users = max(1, min(1000, args.count // 10))
         requests, items = [], {}
         for number in range(args.count):
@@ -180,39 +218,101 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
         # disable=None: a bar on a terminal only, so logs and pipes stay clean.
         progress = tqdm(
             total=args.count,
-            unit="consume",
+            unit=" consumes",
             file=sys.stderr,
             dynamic_ncols=True,
-            disable=True if args.no_progress else None,
+            disable=True if args.no_progress or args.quiet else None,
         )
         started = time.perf_counter()
+        prefix = f"demo-{uuid.uuid4().hex[:8]}" if args.journal else "demo"
         work = [
-            Fulfillment.of(request, key=f"demo-order-{n}") for n, request in enumerate(requests)
+            Fulfillment.of(request, key=f"{prefix}-order-{n}") for n, request in enumerate(requests)
         ]
-        with tempfile.TemporaryDirectory(prefix="store-async-demo-") as folder:
-            async with (
-                StoreClient(
-                    emulator.credential(), endpoints=emulator.endpoints, hooks=hooks
-                ) as store,
-                SqliteJournal(Path(folder) / "demo.journal") as journal,
-            ):
+        if args.journal:
+            async with StoreClient(
+                emulator.credential(), endpoints=emulator.endpoints, hooks=hooks
+            ) as store:
                 timed = _TimedClient(store, run, progress.update)
-                for round_number in range(MAX_ROUNDS):
-                    report = await Fulfiller(timed, journal, concurrency=args.concurrency).run(work)
-                    if round_number:
-                        run.resubmitted += report.done + report.failed
-                    if not report.pending:
-                        break
+                report, pending = await _fleet_rounds(args, timed, work, run)
+        else:
+            report, pending = await _sqlite_rounds(args, emulator, hooks, progress, work, run)
         elapsed = time.perf_counter() - started
         progress.close()
         run.failed = {row.idempotency_key: str(row.failure) for row in report.failures}
         failed = set(run.failed)
         consumed_by = {key: item.consumed_by for key, item in items.items() if item.consumed_by}
         verdict = audit(requests, failed, emulator.ledger, consumed_by)
-        verdict.pending = report.pending
+        verdict.pending = pending
         faults = emulator.stats.faults_by_kind("consume")
     _report(out, verdict, run, faults, elapsed)
     return 0 if verdict.ok else 1
+
+
+async def _fleet_rounds(
+    args: argparse.Namespace, timed: _TimedClient, work: list[Fulfillment], run: _Run
+) -> tuple[FulfillmentReport, int]:
+    """``--workers`` fleet workers on one PostgreSQL journal, rerun while rows are pending."""
+    from store_async.fulfillment.fleet import FleetWorker
+    from store_async.fulfillment.postgres_journal import PostgresJournal
+
+    failures: list[FailedRow] = []
+    pending = 0
+    for round_number in range(MAX_ROUNDS):
+        journals = [
+            PostgresJournal(args.journal, worker_id=f"demo-worker-{n + 1}", retry_after=0.0)
+            for n in range(args.workers)
+        ]
+        try:
+            for journal in journals:
+                await journal.open()
+            reports = await asyncio.gather(
+                *(
+                    FleetWorker(timed, journal, concurrency=args.concurrency, poll=0.05).run(work)
+                    for journal in journals
+                )
+            )
+        finally:
+            for journal in journals:
+                await journal.close()
+        if round_number:
+            run.resubmitted += sum(r.report.done + r.report.failed for r in reports)
+        failures = [row for r in reports for row in r.report.failures]
+        pending = reports[-1].journal["pending"]
+        if not pending:
+            break
+    report = reports[-1].report
+    return attrs.evolve(report, failures=tuple(failures)), pending
+
+
+async def _sqlite_rounds(
+    args: argparse.Namespace,
+    emulator: StoreEmulator,
+    hooks: ClientHooks,
+    progress: Any,
+    work: list[Fulfillment],
+    run: _Run,
+) -> tuple[FulfillmentReport, int]:
+    from store_async import StoreClient
+    from store_async.fulfillment import Fulfiller, SqliteJournal
+
+    with tempfile.TemporaryDirectory(prefix="store-async-demo-") as folder:
+        async with (
+            StoreClient(emulator.credential(), endpoints=emulator.endpoints, hooks=hooks) as store,
+            SqliteJournal(Path(folder) / "demo.journal") as journal,
+        ):
+            timed = _TimedClient(store, run, progress.update)
+            for round_number in range(MAX_ROUNDS):
+                fulfiller = Fulfiller(
+                    timed, journal, concurrency=args.concurrency, user_rate=args.user_rate
+                )
+                report = await fulfiller.run(work)
+                run.throttled += report.throttled
+                run.users_parked += report.users_parked
+                if round_number:
+                    run.resubmitted += report.done + report.failed
+                if not report.pending:
+                    break
+    return report, report.pending
 
 
 def _report(
@@ -232,6 +332,8 @@ def _report(
         f"{run.resubmitted} resent from the journal after an unknown outcome)",
         f"failed attempts:       {failed_attempts or 'none'}",
         f"faults injected:       {injected or 'none'}",
+        f"pacing:                users parked {run.users_parked} times, "
+        f"{run.throttled} answers 429 seen by the fulfiller",
         f"throughput:            {verdict.count / elapsed:,.0f} consumes/s ({elapsed:.1f} s)",
         f"latency:               p50 {_percentile(run.latencies, 0.50) * 1000:.1f} ms, "
         f"p99 {_percentile(run.latencies, 0.99) * 1000:.1f} ms",

@@ -19,7 +19,7 @@ from store_async.emulator.wire import canonical_guid
 
 __all__ = ["Ledger", "LedgerEntry"]
 
-EntryKind = Literal["consume", "grant"]
+EntryKind = Literal["consume", "grant", "consume_v8", "subscription_change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +28,39 @@ class LedgerEntry:
 
     kind: EntryKind
     key: str
-    """The idempotency key: ``trackingId``, ``transactionId`` or ``orderId``."""
+    """The idempotency key: ``trackingId`` (v6 and v8 consume), ``transactionId`` or
+    ``orderId``."""
     user_id: str
     subject: str
-    """The consumed ``itemId``, or the granted ``productId/skuId``."""
+    """The consumed ``itemId``, the granted ``productId/skuId``, or ``productId xN`` (v8)."""
 
 
 class Ledger:
     """Counts of applied consumes and grants, by idempotency key."""
 
-    __slots__ = ("_by_key", "_entries")
+    __slots__ = ("_by_key", "_entries", "_replays")
 
     def __init__(self) -> None:
         self._by_key: Counter[str] = Counter()
         self._entries: list[LedgerEntry] = []
+        self._replays: Counter[str] = Counter()
 
     def record(self, kind: EntryKind, key: str, *, user_id: str, subject: str) -> None:
         """Note one applied change (called by the emulator, after the state changed)."""
         key = canonical_guid(key) or key
         self._by_key[key] += 1
         self._entries.append(LedgerEntry(kind=kind, key=key, user_id=user_id, subject=subject))
+
+    def record_replay(self, key: str) -> None:
+        """Note a request answered from stored state, nothing applied (called by the emulator)."""
+        self._replays[canonical_guid(key) or key] += 1
+
+    def replays(self, key: str | None = None) -> int:
+        """How many resends of an applied change were answered without applying it again (of
+        one idempotency key, or of all): a resend after a lost answer shows up here."""
+        if key is None:
+            return sum(self._replays.values())
+        return self._replays[canonical_guid(key) or key]
 
     def applied(self, key: str) -> int:
         """How many times the change with this idempotency key was applied (0, 1, ...).

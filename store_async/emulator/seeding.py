@@ -6,10 +6,12 @@ Mixed into :class:`~store_async.emulator.StoreEmulator`; every method works befo
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Literal, Unpack
 
+from store_async.emulator.balances import RETAIL, Balance
 from store_async.emulator.items import BusinessProduct, CatalogProduct, Item
-from store_async.emulator.state import StoreState
+from store_async.emulator.state import ItemOptions, StoreState
+from store_async.emulator.subscriptions import Subscription
 from store_async.emulator.wire import new_guid
 
 __all__ = ["Seeding"]
@@ -20,25 +22,15 @@ class Seeding:
 
     _state: StoreState
 
-    def add_consumable(
-        self,
-        user_id: str,
-        product_id: str,
-        *,
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        transaction_id: str | None = None,
-    ) -> Item:
+    def add_consumable(self, user_id: str, product_id: str, **options: Unpack[ItemOptions]) -> Item:
         """Give ``user_id`` one unconsumed ``UnmanagedConsumable``; returns the live item
         (``item_id``, ``transaction_id``, ``consumed``...). Each call is one purchase with
-        its own item id."""
+        its own item id.
+
+        :param options: ``sku_id``, ``item_id``, ``transaction_id``... (:class:`ItemOptions`).
+        """
         return self._state.add_item(
-            user_id,
-            product_id,
-            product_type="UnmanagedConsumable",
-            sku_id=sku_id,
-            item_id=item_id,
-            transaction_id=transaction_id,
+            user_id, product_id, product_type="UnmanagedConsumable", **options
         )
 
     def add_item(
@@ -47,26 +39,15 @@ class Seeding:
         product_id: str,
         *,
         product_type: str = "Durable",
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        acquired: datetime | None = None,
-        end_date: datetime | None = None,
-        status: str = "Active",
-        parent_product_id: str | None = None,
+        **options: Unpack[ItemOptions],
     ) -> Item:
         """Give ``user_id`` an item of any product type (``Application``, ``Durable``,
-        ``Game``, ``UnmanagedConsumable``)."""
-        return self._state.add_item(
-            user_id,
-            product_id,
-            product_type=product_type,
-            sku_id=sku_id,
-            item_id=item_id,
-            acquired=acquired,
-            end_date=end_date,
-            status=status,
-            parent_product_id=parent_product_id,
-        )
+        ``Game``, ``UnmanagedConsumable``).
+
+        :param options: ``sku_id``, ``item_id``, ``acquired``, ``end_date``, ``status``,
+            ``parent_product_id``... (:class:`ItemOptions`).
+        """
+        return self._state.add_item(user_id, product_id, product_type=product_type, **options)
 
     def items_of(self, user_id: str) -> list[Item]:
         """All items of a user, consumed ones included, oldest first."""
@@ -120,3 +101,62 @@ class Seeding:
         product = BusinessProduct(product_id, sku_id, owned=owned, offline=offline)
         self._state.business[(product_id, sku_id)] = product
         return product
+
+    # -- consumable balances (v8 consume; issue 9) ---------------------------------------
+
+    def add_balance(
+        self,
+        user_id: str,
+        product_id: str,
+        quantity: int,
+        *,
+        managed: Literal["store", "developer"] = "store",
+        sandbox_id: str | None = None,
+        order_id: str | None = None,
+    ) -> Balance:
+        """One purchase of ``quantity`` units of a consumable (store-managed by default; a
+        developer-managed purchase is ``quantity`` units to report fulfilled one by one), in
+        RETAIL or the given sandbox; returns the live balance (``quantity``, ``consumed``...)."""
+        return self._state.balances.add(
+            user_id,
+            product_id,
+            quantity,
+            managed=managed,
+            sandbox_id=sandbox_id or RETAIL,
+            order_id=order_id,
+        )
+
+    def balance_of(self, user_id: str, product_id: str, *, sandbox_id: str | None = None) -> int:
+        """Units left of a consumable (0 when the user never had any)."""
+        balance = self._state.balances.get(user_id, product_id, sandbox_id or RETAIL)
+        return 0 if balance is None else balance.quantity
+
+    def add_subscription(
+        self,
+        user_id: str,
+        product_id: str,
+        *,
+        sku_id: str = "0010",
+        state: str = "Active",
+        days_left: float = 30.0,
+        grace_days: float = 0.0,
+        auto_renew: bool = True,
+        is_trial: bool = False,
+    ) -> Subscription:
+        """A subscription of ``user_id`` (for purchase keys of that user) expiring in
+        ``days_left`` days (negative: already expired), with ``grace_days`` of grace."""
+        return self._state.subscriptions.add(
+            user_id,
+            product_id,
+            sku_id=sku_id,
+            state=state,
+            days_left=days_left,
+            grace_days=grace_days,
+            auto_renew=auto_renew,
+            is_trial=is_trial,
+        )
+
+    def refund_order(self, user_id: str, order_id: str, *, state: str = "Refunded") -> None:
+        """Mark a consumable order ``Refunded`` or ``Revoked`` (a revoke removes the units
+        left), as the orders query (clawback v1) then reports it."""
+        self._state.balances.refund(user_id, order_id, state)

@@ -28,6 +28,9 @@ from store_async.credentials import StaticTokenCredential
 from store_async.emulator.faults import FaultPlan, FaultSequence
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
+from store_async.emulator.limits import UserLimits
+from store_async.emulator.refunds import RefundIssuer
+from store_async.emulator.request_log import RequestLog
 from store_async.emulator.seeding import Seeding
 from store_async.emulator.service import StoreService
 from store_async.emulator.state import StoreState
@@ -35,6 +38,7 @@ from store_async.emulator.stats import EmulatorStats
 from store_async.emulator.tls import TlsMaterial
 from store_async.emulator.tokens import STORE_AUDIENCE, AccessTokens
 from store_async.endpoints import Endpoints
+from store_async.errors import ValidationError
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -70,6 +74,14 @@ class StoreEmulator(Seeding):
     - ``wire_variants``: answer with the documentation's alternative spellings
       (``createdtime``, ``devofferId``, ``Title``) instead of its example's.
     - ``content_length_on_204``: send ``Content-Length: 0`` with 204, as the service does.
+    - ``record_requests``: keep every request in :attr:`request_log` (path, headers, body,
+      idempotency key, answer), for tests that assert what the client sent.
+    - ``user_limit``: per-user rate limits like the Store's, as ``(ops, seconds)`` (queries get
+      half) or a :class:`~store_async.emulator.limits.UserLimits` (e.g. with a test clock);
+      ``None`` (default): unlimited. See :attr:`user_limits`.
+    - ``refund_queue``: SAS URI of a real Azure Storage queue (``raup``) for refund events:
+      served by ``GET /v8.0/b2b/clawback/sastoken``, filled by :attr:`refunds` (without it
+      that route answers 400, "not onboarded").
     """
 
     def __init__(
@@ -89,21 +101,28 @@ class StoreEmulator(Seeding):
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
         wire_variants: bool = False,
         content_length_on_204: bool = True,
+        record_requests: bool = False,
+        user_limit: tuple[int, float] | UserLimits | None = None,
+        refund_queue: str | None = None,
         latency: float = 0.0,
     ) -> None:
         if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
+            raise ValidationError(f"port must be within 0..65535, got {port}")
         if token_lifetime <= 0 or key_lifetime <= 0:
-            raise ValueError("token_lifetime and key_lifetime must be > 0 seconds")
+            raise ValidationError("token_lifetime and key_lifetime must be > 0 seconds")
         for name, value in (
             ("tenant_id", tenant_id),
             ("client_id", client_id),
             ("client_secret", client_secret),
         ):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string")
+                raise ValidationError(f"{name} must be a non-empty string")
+        if faults is not None and not isinstance(faults, FaultPlan):
+            raise ValidationError(
+                f"faults must be a FaultPlan, e.g. FaultPlan(rate=0.1), got {type(faults).__name__}"
+            )
         if not (isinstance(latency, (int, float)) and 0 <= latency < 3600):
-            raise ValueError(f"latency must be within 0..3600 seconds, got {latency!r}")
+            raise ValidationError(f"latency must be within 0..3600 seconds, got {latency!r}")
         self.latency = float(latency)
         """Seconds every answer waits before it is made (a real Store round trip: ~0.1)."""
         self.host = host
@@ -126,6 +145,7 @@ class StoreEmulator(Seeding):
         )
         self._keys = StoreIdKeys(lifetime=key_lifetime)
         self._sequence: FaultSequence = self.faults.sequence()
+        self._request_log = RequestLog() if record_requests else None
         self._service = StoreService(
             state=self._state,
             tokens=self._tokens,
@@ -135,8 +155,16 @@ class StoreEmulator(Seeding):
             strict_keys=strict_keys,
             wire_variants=wire_variants,
             content_length_on_204=content_length_on_204,
+            request_log=self._request_log,
         )
         self._url: str | None = None
+        if user_limit is not None and not isinstance(user_limit, UserLimits):
+            user_limit = UserLimits(*user_limit)
+        self.user_limits: UserLimits | None = user_limit
+        """The per-user rate limits (``throttled``/``admitted`` count by user), if any."""
+        self._service.limits = user_limit
+        self.refunds = RefundIssuer(refund_queue)
+        """Refund events (clawback v2): ``await emulator.refunds.issue(count=..., ...)``."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -146,12 +174,11 @@ class StoreEmulator(Seeding):
             raise RuntimeError("the emulator is already running")
         if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
-        application = self._service.application()
+        app = self._service.application()
         if self.latency > 0:
-            application.middlewares.append(_fixed_latency(self.latency))
-        runner = web.AppRunner(
-            application, access_log=None, handle_signals=False, shutdown_timeout=2.0
-        )
+            app.middlewares.append(_fixed_latency(self.latency))
+        self.refunds.register(app, self._tokens)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(
@@ -176,7 +203,9 @@ class StoreEmulator(Seeding):
         self._tokens.authority_url = self._url
 
     async def stop(self) -> None:
-        """Stop listening, close connections and remove the temporary CA file."""
+        """Stop listening, close connections and remove the temporary CA file (requests held
+        by ``HANG`` are released first, so their handlers end)."""
+        self._service.hanging.release()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -195,6 +224,51 @@ class StoreEmulator(Seeding):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    # -- faults at run time -------------------------------------------------------------
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Use ``plan`` from the next request on (a fresh seeded sequence; the counters in
+        :attr:`stats` and the request log go on)."""
+        if not isinstance(plan, FaultPlan):
+            raise ValidationError(f"set_faults needs a FaultPlan, got {type(plan).__name__}")
+        self.faults = plan
+        self._sequence = plan.sequence()
+        self._service.set_faults(self._sequence)
+
+    @property
+    def request_log(self) -> RequestLog:
+        """Every request received (only with ``record_requests=True``)."""
+        if self._request_log is None:
+            raise RuntimeError(
+                "the request log is kept only with StoreEmulator(record_requests=True)"
+            )
+        return self._request_log
+
+    @property
+    def hanging(self) -> int:
+        """Requests held by a ``HANG`` fault right now."""
+        return self._service.hanging.held
+
+    async def wait_for_hanging(self, count: int = 1) -> None:
+        """Return once at least ``count`` requests are held by ``HANG`` (no sleeping: the
+        emulator wakes the waiter as each request arrives).
+
+        :raises ValidationError: when ``count`` is not an int >= 0.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValidationError(f"count must be an int >= 0, got {count!r}")
+        await self._service.hanging.wait_for(count)
+
+    def release_hanging(self) -> int:
+        """Let the requests held by ``HANG`` continue (they are then served as usual and may
+        apply); returns how many were released. Later ``HANG`` decisions hold again."""
+        return self._service.hanging.release()
+
+    async def wait_released(self) -> None:
+        """Return once every released request has been answered (its change applied or
+        not), so the ledger is final."""
+        await self._service.hanging.wait_answered()
 
     # -- where and who -------------------------------------------------------------------
 

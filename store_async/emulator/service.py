@@ -1,55 +1,104 @@
 """The emulator's HTTP face: routes, bearer and key checks, fault injection, headers.
 
-Every Store route runs through :meth:`StoreService.serve`, which draws the fault decision for
-the request (one draw per request, in arrival order), applies faults that happen before the
-commit (reset, 429, 503, slow), runs the handler (which may apply the change), then applies
-the faults that happen after it (dropped answer, 500). Every answer carries ``MS-CorrelationId``
-(the caller's, echoed, when sent), ``MS-RequestId``, ``MS-CV`` and ``MS-ServerId``.
+Every route is declared once in :data:`ROUTES` (a :class:`Route`: path, endpoint name,
+handler, the front door named in its error bodies, the fields that carry its idempotency
+key); declaring it registers its endpoint name with the fault plans. Every request runs
+through :meth:`StoreService.serve`, which notes it in the request log (when enabled), draws
+the fault decision for it (one draw per request, in arrival order), applies faults that
+happen before the commit (reset, 401, 429, 503, slow, hang), runs the handler (which may apply
+the change), then the faults that happen after it (dropped answer, 500, raw or oversized
+answer). Every answer carries ``MS-CorrelationId`` (the caller's, echoed, when sent),
+``MS-RequestId``, ``MS-CV`` and ``MS-ServerId``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import itertools
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
 
-from store_async.emulator.faults import FaultKind, FaultSequence
+from store_async.emulator import control, v8_routes
+from store_async.emulator.faults import (
+    FaultKind,
+    FaultPlan,
+    FaultSequence,
+    RawAnswer,
+    register_endpoint,
+)
+from store_async.emulator.hanging import HangingRequests
 from store_async.emulator.keys import KeyRejected, StoreIdKeys, looks_like_jwt
+from store_async.emulator.limits import UserLimits
+from store_async.emulator.request_log import LoggedRequest, RequestLog
 from store_async.emulator.state import StoreState
 from store_async.emulator.stats import ABORTED, EmulatorStats
 from store_async.emulator.tokens import AccessTokens
-from store_async.emulator.wire import ApiError, error_body, lowered, new_guid
+from store_async.emulator.wire import ApiError, canonical_guid, error_body, lowered, new_guid
 
-__all__ = ["StoreService"]
+__all__ = ["ROUTES", "Route", "StoreService"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RouteHandler = Callable[["StoreService", web.Request], Awaitable[web.StreamResponse]]
 
 _TOKEN_INVALID: Final = "AuthenticationTokenInvalid"
 _INCONSISTENT: Final = "InconsistentClientId"
 _JSON: Final = "application/json"
-# The front door that signs the error body, as in the one published sample ("PurchaseFD").
-_SOURCES: Final = {
-    "query": "CollectionsFD",
-    "consume": "CollectionsFD",
-    "renew": "CollectionsFD",
-    "grant": "PurchaseFD",
-    "offline_license": "BusinessStoreFD",
-    "token": "EntraID",
-}
 _FAULT_ANSWERS: Final = {
     FaultKind.HTTP_429: (429, "RateLimitExceeded", "Rate limit of 200 operations per 300 "
                          "seconds exceeded on aspect {userId; publisherId}."),
     FaultKind.HTTP_503: (503, "ServiceUnavailable", "The service is temporarily unavailable."),
     FaultKind.HTTP_500: (500, "InternalServerError", "An internal error occurred."),
+    FaultKind.HTTP_401: (401, _TOKEN_INVALID, "The access token is invalid."),
 }  # fmt: skip
+_OVERSIZE_CHUNK: Final = b" " * 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One emulated route; declaring it registers ``endpoint`` for fault plans.
+
+    :param path: the aiohttp path pattern.
+    :param endpoint: the name used by fault plans, stats and the request log.
+    :param handler: ``async (service, request) -> response``; raises ``ApiError`` to refuse.
+    :param source: the front door named in error bodies, as the service does ("PurchaseFD").
+    :param key_fields: lowercase JSON body fields that carry the idempotency key, first found
+        wins (for ``FaultPlan.by_key`` and the request log).
+    :param method: the HTTP method.
+    :param store: whether ``FaultPlan.rate`` applies (``False`` for Entra ID's endpoint).
+    """
+
+    path: str
+    endpoint: str
+    handler: RouteHandler
+    source: str
+    key_fields: tuple[str, ...] = ()
+    method: str = hdrs.METH_POST
+    store: bool = True
+
+    def __post_init__(self) -> None:
+        register_endpoint(self.endpoint, faulted_by_default=self.store)
+
+
+def _idempotency_key(body: bytes, fields: tuple[str, ...]) -> str | None:
+    try:
+        document = lowered(orjson.loads(body)) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    for name in fields:
+        value = document.get(name) if document else None
+        if isinstance(value, str) and value:
+            return canonical_guid(value) or value
+    return None
 
 
 class StoreService:
@@ -66,6 +115,7 @@ class StoreService:
         strict_keys: bool,
         wire_variants: bool,
         content_length_on_204: bool,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.state = state
         self.tokens = tokens
@@ -75,67 +125,148 @@ class StoreService:
         self.strict_keys = strict_keys
         self.wire_variants = wire_variants
         self.content_length_on_204 = content_length_on_204
+        self.request_log = request_log
+        self.hanging = HangingRequests()
+        self.limits: UserLimits | None = None  # per-user rate limits, when configured
         self._request_number = 0
-        retry_after = faults.plan.retry_after
-        self._retry_after = str(int(retry_after)) if retry_after.is_integer() else str(retry_after)
+        self._retry_after = ""
+        self._sources: dict[str, str] = {}
+        self.set_faults(faults)
         self._server_id = f"store-emulator-{os.getpid()}"
         self._ids = itertools.count(1)
         self._id_prefix = new_guid()[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-"
         self._cv_base = base64.b64encode(os.urandom(9)).decode().replace("/", "_").replace("+", "-")
 
+    def set_faults(self, faults: FaultSequence) -> None:
+        """Decide with ``faults`` from the next request on."""
+        self.faults = faults
+        seconds = faults.plan.retry_after
+        self._retry_after = str(int(seconds)) if seconds.is_integer() else str(seconds)
+
     def application(self) -> web.Application:
-        """The aiohttp application with every route."""
+        """The aiohttp application with every route of :data:`ROUTES`."""
         app = web.Application(client_max_size=1024 * 1024)
-        routes = {
-            "/v6.0/collections/query": ("query", self._query),
-            "/v6.0/collections/consume": ("consume", self._consume),
-            "/v6.0/purchases/grant": ("grant", self._grant),
-            "/v6.0/b2b/keys/renew": ("renew", self._renew),
-            "/V1/Products/{productId}/{skuId}/OfflineLicense/{contentId}": (
-                "offline_license",
-                self._offline_license,
-            ),
-            "/{tenant}/oauth2/v2.0/token": ("token", self._token_v2),
-            "/{tenant}/oauth2/token": ("token", self._token_v1),
-        }
-        for path, (endpoint, handler) in routes.items():
-            app.router.add_post(path, self._route(endpoint, handler))
+        self._sources = {route.endpoint: route.source for route in ROUTES}
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, self._route(route))
         if self.content_length_on_204:
             app.on_response_prepare.append(_content_length_zero)
+        control.register(app, self)  # /_emulator/...: keys, ledger, stats, faults
         return app
 
-    def _route(self, endpoint: str, handler: Handler) -> Handler:
+    def replace_faults(self, plan: FaultPlan) -> FaultSequence:
+        """Put a new fault plan in force from the next request on (the control plane's PUT)."""
+        sequence = plan.sequence()
+        self.set_faults(sequence)
+        return sequence
+
+    def _route(self, route: Route) -> Handler:
+        handler, endpoint, fields = route.handler, route.endpoint, route.key_fields
+
+        async def bound(request: web.Request) -> web.StreamResponse:
+            return await handler(self, request)
+
         async def serve(request: web.Request) -> web.StreamResponse:
-            return await self.serve(request, endpoint, handler)
+            return await self.serve(request, endpoint, bound, key_fields=fields)
 
         return serve
 
     async def serve(
-        self, request: web.Request, endpoint: str, handler: Handler
+        self,
+        request: web.Request,
+        endpoint: str,
+        handler: Handler,
+        *,
+        key_fields: tuple[str, ...] = (),
     ) -> web.StreamResponse:
-        """One request, with its fault decision."""
+        """One request, with its fault decision (and its entry in the request log)."""
         self._request_number += 1
-        fault = self.faults.decide(endpoint)
+        log, faults = self.request_log, self.faults
+        entry = key = None
+        if log is not None or (key_fields and faults.wants_keys):
+            body = await request.read()  # aiohttp keeps it: the handler's read costs nothing
+            key = _idempotency_key(body, key_fields) if key_fields else None
+            if log is not None:
+                entry = LoggedRequest(
+                    self._request_number,
+                    endpoint,
+                    request.method,
+                    request.path,
+                    request.headers,
+                    body,
+                    key,
+                )
+                log.add(entry)
+        decision = faults.decide(endpoint, key)
+        if decision is None and entry is None:  # the common case, kept to one frame
+            self.stats.requests[endpoint] += 1
+            try:
+                response = await handler(request)
+            except ApiError as error:
+                response = self._error(request, endpoint, error)
+            self.stats.answers[(endpoint, response.status)] += 1
+            return response
+        response = await self._faulted(request, endpoint, handler, decision)
+        if entry is not None:
+            transport = request.transport
+            cut = transport is None or transport.is_closing()
+            entry.status = ABORTED if cut else response.status
+            entry.response_headers = {} if cut else response.headers
+        return response
+
+    async def _faulted(
+        self,
+        request: web.Request,
+        endpoint: str,
+        handler: Handler,
+        decision: FaultKind | RawAnswer | None,
+    ) -> web.StreamResponse:
         stats = self.stats
         stats.requests[endpoint] += 1
-        if fault is not None:
-            stats.faults[(endpoint, fault)] += 1
-            stats.fault_log.append((self._request_number, endpoint, fault))
-            if fault is FaultKind.RESET_BEFORE_COMMIT:
-                return self._cut(request, endpoint, reset=True)
-            if fault is FaultKind.HTTP_429 or fault is FaultKind.HTTP_503:
-                return self._fault_answer(request, endpoint, fault)
-            if fault is FaultKind.SLOW:
-                await asyncio.sleep(self.faults.plan.slow_seconds)
-        try:
-            response = await handler(request)
-        except ApiError as error:
-            response = self._error(request, endpoint, error)
+        raw = None
+        if isinstance(decision, RawAnswer):
+            fault: FaultKind | None = FaultKind.RAW_ANSWER
+            raw = decision
+        else:
+            fault = decision
+        if fault is None:
+            return await self._handled(request, endpoint, handler)
+        stats.faults[(endpoint, fault)] += 1
+        stats.fault_log.append((self._request_number, endpoint, fault))
+        if fault is FaultKind.RESET_BEFORE_COMMIT:
+            return self._cut(request, endpoint, reset=True)
+        if fault in _BEFORE_COMMIT:
+            return self._fault_answer(request, endpoint, fault)
+        if fault is FaultKind.SLOW:
+            await asyncio.sleep(self.faults.plan.slow_seconds)
+        elif fault is FaultKind.HANG:
+            hanging = self.hanging
+            try:
+                await hanging.hold()
+                return await self._handled(request, endpoint, handler)
+            finally:
+                await hanging.done()
+        response = await self._handled(request, endpoint, handler, count=False)
         if fault is FaultKind.DROP_AFTER_COMMIT:
             return self._cut(request, endpoint, reset=False)
         if fault is FaultKind.HTTP_500:
             return self._fault_answer(request, endpoint, fault)
-        stats.answers[(endpoint, response.status)] += 1
+        if fault is FaultKind.RAW_ANSWER:
+            return self._raw(endpoint, raw or self.faults.plan.raw_answer)
+        if fault is FaultKind.OVERSIZED and 200 <= response.status < 300:
+            return await self._oversized(request, endpoint)
+        self.stats.answers[(endpoint, response.status)] += 1
+        return response
+
+    async def _handled(
+        self, request: web.Request, endpoint: str, handler: Handler, *, count: bool = True
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except ApiError as error:
+            response = self._error(request, endpoint, error)
+        if count:
+            self.stats.answers[(endpoint, response.status)] += 1
         return response
 
     # -- answers -------------------------------------------------------------------------
@@ -170,16 +301,45 @@ class StoreService:
             error.status,
             error.inner_code,
             error.message,
-            source=_SOURCES[endpoint],
+            source=self._sources.get(endpoint, "StoreEmulator"),
             details=error.details,
         )
         return web.Response(status=error.status, body=body, content_type=_JSON, headers=headers)
 
     def _fault_answer(self, request: web.Request, endpoint: str, fault: FaultKind) -> web.Response:
         status, code, message = _FAULT_ANSWERS[fault]
-        extra = {} if fault is FaultKind.HTTP_500 else {"Retry-After": self._retry_after}
+        extra = {"Retry-After": self._retry_after_value()} if status in (429, 503) else {}
         self.stats.answers[(endpoint, status)] += 1
         return self._error(request, endpoint, ApiError(status, code, message, headers=extra))
+
+    def _retry_after_value(self) -> str:
+        plan = self.faults.plan
+        if plan.retry_after_date:  # an HTTP-date, whole seconds (RFC 9110 section 10.2.3)
+            return email.utils.formatdate(time.time() + plan.retry_after, usegmt=True)
+        return self._retry_after
+
+    def _raw(self, endpoint: str, answer: RawAnswer | None) -> web.Response:
+        assert answer is not None  # FaultPlan refuses RAW_ANSWER without raw_answer
+        self.stats.answers[(endpoint, answer.status)] += 1
+        return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+
+    async def _oversized(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        """A 200 whose body is ``oversize_bytes`` long, chunked: no Content-Length to check."""
+        self.stats.answers[(endpoint, 200)] += 1
+        response = web.StreamResponse(status=200, headers=self._headers(request))
+        response.content_type = _JSON
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        remaining = self.faults.plan.oversize_bytes
+        try:
+            while remaining > 0:
+                chunk = _OVERSIZE_CHUNK[:remaining]
+                await response.write(chunk)
+                remaining -= len(chunk)
+            await response.write_eof()
+        except ConnectionError:  # the client stopped reading at its limit, as it should
+            pass
+        return response
 
     def _cut(self, request: web.Request, endpoint: str, *, reset: bool) -> web.Response:
         """Close the connection without an answer; ``reset`` sends a TCP RST (SO_LINGER 0)."""
@@ -245,6 +405,13 @@ class StoreService:
             bad.append(f"{field}.localTicketReference")
         raise ApiError.invalid(f"Invalid {field}.", *bad)
 
+    # The helpers the handler modules (v8_routes) use, under public names.
+    read_body = _body
+    beneficiary = _beneficiary
+    user_for_key = _user_for_key
+    json = _json
+    headers = _headers
+
     # -- routes --------------------------------------------------------------------------
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
@@ -254,12 +421,17 @@ class StoreService:
         if not isinstance(raw, list) or not raw:
             raise ApiError.invalid("beneficiaries must be a non-empty list.", "beneficiaries")
         beneficiaries = [self._beneficiary(entry, "beneficiaries", client_id) for entry in raw]
+        if self.limits is not None:
+            for user_id, _, _ in beneficiaries:
+                self.limits.enforce(user_id, "query")
         return self._json(request, 200, self.state.query(beneficiaries, body))
 
     async def _consume(self, request: web.Request) -> web.StreamResponse:
         client_id = self.tokens.check_header(request.headers.get(hdrs.AUTHORIZATION))
         body = await self._body(request)
         user_id, _, _ = self._beneficiary(body.get("beneficiary"), "beneficiary", client_id)
+        if self.limits is not None:
+            self.limits.enforce(user_id, "consume")
         self.state.consume(user_id, body)
         return web.Response(status=204, headers=self._headers(request))
 
@@ -270,6 +442,8 @@ class StoreService:
         if not isinstance(key, str) or not key:
             raise ApiError.invalid("b2bKey is required.", "b2bKey")
         user_id, publisher_user_id = self._user_for_key(key, "purchase", client_id)
+        if self.limits is not None:
+            self.limits.enforce(user_id, "grant")
         order = self.state.grant(
             user_id, publisher_user_id, client_id, body, variants=self.wire_variants
         )
@@ -321,6 +495,52 @@ class StoreService:
         response = self._json(request, status, document)
         response.headers["Cache-Control"] = "no-store, no-cache"
         return response
+
+
+ROUTES: Final[list[Route]] = [
+    Route("/v6.0/collections/query", "query", StoreService._query, "CollectionsFD"),
+    Route(
+        "/v6.0/collections/consume",
+        "consume",
+        StoreService._consume,
+        "CollectionsFD",
+        key_fields=("trackingid", "transactionid"),
+    ),
+    Route("/v6.0/purchases/grant", "grant", StoreService._grant, "PurchaseFD", ("orderid",)),
+    Route("/v6.0/b2b/keys/renew", "renew", StoreService._renew, "CollectionsFD"),
+    Route(
+        "/V1/Products/{productId}/{skuId}/OfflineLicense/{contentId}",
+        "offline_license",
+        StoreService._offline_license,
+        "BusinessStoreFD",
+    ),
+    # v8/v9 surface (issue 9)
+    Route(
+        "/v8.0/collections/consume",
+        "consume",
+        v8_routes.consume_v8,
+        "CollectionsFD",
+        key_fields=("trackingid",),
+    ),
+    Route("/v7.0/purchases/grant", "grant", StoreService._grant, "PurchaseFD", ("orderid",)),
+    Route("/v8.0/collections/b2bLicensePreview", "query", v8_routes.license_query, "CollectionsFD"),
+    Route("/v9.0/collections/publisherQuery", "query", v8_routes.publisher_query, "CollectionsFD"),
+    Route("/v8.0/b2b/orders/query", "orders", v8_routes.query_orders, "PurchaseFD"),
+    Route(
+        "/v8.0/b2b/recurrences/query", "subscriptions", v8_routes.query_subscriptions, "PurchaseFD"
+    ),
+    Route(
+        "/v8.0/b2b/recurrences/{recurrenceId}/change",
+        "subscriptions",
+        v8_routes.change_subscription,
+        "PurchaseFD",
+    ),
+    Route("/{tenant}/oauth2/v2.0/token", "token", StoreService._token_v2, "EntraID", store=False),
+    Route("/{tenant}/oauth2/token", "token", StoreService._token_v1, "EntraID", store=False),
+]
+"""Every route the emulator serves; a new route is one line here."""
+
+_BEFORE_COMMIT: Final = frozenset({FaultKind.HTTP_429, FaultKind.HTTP_503, FaultKind.HTTP_401})
 
 
 async def _content_length_zero(request: web.Request, response: web.StreamResponse) -> None:

@@ -29,10 +29,11 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 import orjson
 
+from store_async.emulator.balances import Balances
 from store_async.emulator.items import (
     PRODUCT_TYPES,
     BusinessProduct,
@@ -43,12 +44,34 @@ from store_async.emulator.items import (
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.orders import order_document
 from store_async.emulator.query import QueryFilters, continuation_token, read_continuation_token
+from store_async.emulator.subscriptions import Subscriptions
 from store_async.emulator.wire import ApiError, canonical_guid, new_guid, now
 
-__all__ = ["MAX_PAGE_SIZE", "StoreState"]
+__all__ = ["MAX_PAGE_SIZE", "ItemOptions", "StoreState"]
 
 MAX_PAGE_SIZE: Final = 100
 """``maxPageSize``: the default and the maximum are both 100."""
+
+
+class ItemOptions(TypedDict, total=False):
+    """The optional fields of a new item, kept once for :meth:`StoreState.add_item` and the
+    emulator's seeding methods."""
+
+    sku_id: str
+    """``"0010"`` by default."""
+    item_id: str | None
+    """Random 32 hex digits by default; GUIDs are stored in the 32-digit form."""
+    transaction_id: str | None
+    """A GUID; random by default."""
+    acquired: datetime | None
+    """Acquisition (and start and modification) time; now by default."""
+    end_date: datetime | None
+    """``None``: never ends."""
+    status: str
+    """``"Active"`` by default."""
+    parent_product_id: str | None
+    order_id: str | None
+    """The order that granted the item (gives it an order line item id)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +91,10 @@ class StoreState:
         self.catalog: dict[tuple[str, str], CatalogProduct] = {}
         self.business: dict[tuple[str, str], BusinessProduct] = {}
         self._orders: dict[tuple[str, str], tuple[tuple[str, str, str], dict[str, Any]]] = {}
+        self.balances = Balances(ledger, auto_create=auto_create)
+        """Consumable balances and the v8 consume (issue 9)."""
+        self.subscriptions = Subscriptions(ledger)
+        """Subscriptions (recurrences) and their changes (issue 9)."""
 
     # -- items ---------------------------------------------------------------------------
 
@@ -77,41 +104,43 @@ class StoreState:
         product_id: str,
         *,
         product_type: str = "Durable",
-        sku_id: str = "0010",
-        item_id: str | None = None,
-        transaction_id: str | None = None,
-        acquired: datetime | None = None,
-        end_date: datetime | None = None,
-        status: str = "Active",
-        parent_product_id: str | None = None,
-        order_id: str | None = None,
+        **options: Unpack[ItemOptions],
     ) -> Item:
-        """Give ``user_id`` (created on demand) one item; returns the live record."""
+        """Give ``user_id`` (created on demand) one item; returns the live record.
+
+        :param product_type: ``Application``, ``Durable``, ``Game`` or ``UnmanagedConsumable``.
+        :param options: see :class:`ItemOptions` (every one optional).
+        :raises ValueError: for an unknown product type, an item id the user already owns, or
+            a transaction id that is not a GUID.
+        """
         canonical_type = PRODUCT_TYPES.get(product_type.lower())
         if canonical_type is None:
             raise ValueError(f"product_type must be one of {sorted(PRODUCT_TYPES.values())}")
         user = self._users.setdefault(user_id, _User())
+        item_id = options.get("item_id")
         key = item_key(item_id) if item_id else os.urandom(16).hex()
         if key in user.items:
             raise ValueError(f"user {user_id!r} already owns an item with id {key!r}")
-        moment = acquired or now()
+        moment = options.get("acquired") or now()
+        transaction_id = options.get("transaction_id")
         transaction = canonical_guid(transaction_id) if transaction_id else new_guid()
         if transaction is None:
             raise ValueError(f"transaction_id must be a GUID, got {transaction_id!r}")
+        order_id = options.get("order_id")
         item = Item(
             user_id=user_id,
             item_id=key,
             product_id=product_id,
-            sku_id=sku_id,
+            sku_id=options.get("sku_id", "0010"),
             product_type=canonical_type,
             transaction_id=transaction,
             sequence=next(self._sequence),
             acquired_date=moment,
             start_date=moment,
-            end_date=end_date,
+            end_date=options.get("end_date"),
             modified_date=moment,
-            status=status,
-            parent_product_id=parent_product_id,
+            status=options.get("status", "Active"),
+            parent_product_id=options.get("parent_product_id"),
             order_id=order_id,
             order_line_item_id=new_guid() if order_id else None,
         )
@@ -148,6 +177,7 @@ class StoreState:
             raise ApiError(404, "ItemNotFound", "The user owns no such item.")
         if item.consumed_by is not None:
             if item.consumed_by == key:
+                self.ledger.record_replay(key)
                 return  # a replay: same answer, nothing applied
             raise ApiError(409, "ItemAlreadyConsumed", "The item was already consumed.")
         if item.product_type != "UnmanagedConsumable":
@@ -256,6 +286,7 @@ class StoreState:
         if stored is not None:
             if stored[0] != fingerprint:
                 raise ApiError(409, "OrderIdConflict", "The orderId was used for another product.")
+            self.ledger.record_replay(order_id)
             return stored[1]
         product = self.catalog.get((product_id, sku_id))
         if product is None and self.auto_create:

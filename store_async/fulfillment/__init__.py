@@ -14,6 +14,7 @@ failed. Running again with the same input skips done rows and resends pending on
 original tracking ids; a key never gets a second tracking id.
 """
 
+from store_async.fulfillment.fleet import FleetReport, FleetStats, FleetWorker
 from store_async.fulfillment.fulfiller import ConsumeClient, Fulfiller, Item
 from store_async.fulfillment.journal import (
     Claim,
@@ -24,6 +25,7 @@ from store_async.fulfillment.journal import (
     JournalError,
     RowState,
 )
+from store_async.fulfillment.postgres_journal import PostgresJournal
 from store_async.fulfillment.report import (
     ExitCode,
     FailedRow,
@@ -41,6 +43,9 @@ __all__ = [
     "ExitCode",
     "FailedRow",
     "FailureInfo",
+    "FleetReport",
+    "FleetStats",
+    "FleetWorker",
     "Fulfiller",
     "Fulfillment",
     "FulfillmentReport",
@@ -51,6 +56,7 @@ __all__ = [
     "JournalReader",
     "JournalRow",
     "LineError",
+    "PostgresJournal",
     "RowState",
     "SqliteJournal",
     "iter_jsonl",

@@ -14,10 +14,11 @@ from typing import Final, Literal
 
 from store_async.fulfillment.journal import JournalError
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Synchronous", "connect"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Synchronous", "connect", "schema_version"]
 
 APPLICATION_ID: Final = 0x53414A31  # "SAJ1": store_async journal
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""1: v6 consumes. 2: v8 consumes too (quantity, sandbox, order ids of the first answer)."""
 
 Synchronous = Literal["full", "normal"]
 
@@ -77,7 +78,22 @@ _SCHEMA: Final = (
     )
     """,
     f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+    "PRAGMA user_version = 1",
+)
+# Version 2 (v8 consume): a row with ``remove_quantity`` is a v8 consume of ``product_id``
+# under the trackingId in ``idempotency_key``; the Store deduplicates on all of trackingId,
+# user, product and quantity, so the journal keeps them to refuse a key with other values.
+# ``new_quantity`` and ``order_transactions`` (JSON ``[[orderId, orderLineItemId,
+# quantityConsumed], ...]``) are the first answer's: a developer-managed replay returns no
+# order ids. Added columns, so a version-1 file is upgraded in place (one transaction) when
+# opened for writing.
+_V2: Final = (
+    "ALTER TABLE fulfillments ADD COLUMN remove_quantity INTEGER",
+    "ALTER TABLE fulfillments ADD COLUMN include_order_ids INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE fulfillments ADD COLUMN sandbox_id TEXT",
+    "ALTER TABLE fulfillments ADD COLUMN new_quantity INTEGER",
+    "ALTER TABLE fulfillments ADD COLUMN order_transactions TEXT",
+    "PRAGMA user_version = 2",
 )
 
 
@@ -133,6 +149,8 @@ def _prepare(
             )
         if version < 1:
             raise JournalError(f"{name} is a damaged journal (schema version {version})")
+        if version < SCHEMA_VERSION and not readonly:
+            _upgrade(connection)
         if not readonly:
             # WAL: readers (``store-async journal``, progress polls) never block the writer, and
             # a commit is one append. FULL fsyncs the WAL at each (group) commit, so an intent
@@ -151,6 +169,24 @@ def _identity(connection: sqlite3.Connection) -> tuple[int, int, int]:
     return int(application_id), int(version), int(objects)
 
 
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The schema version of an open journal (a reader may see an older one)."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Version 1 -> 2 in one transaction (a crash leaves version 1, intact)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if schema_version(connection) == 1:  # another process may have upgraded it meanwhile
+            for statement in _V2:
+                connection.execute(statement)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 def _create(connection: sqlite3.Connection, name: str) -> None:
     """Create the schema in one transaction (a crash leaves the file empty, never half made)."""
     connection.execute("PRAGMA journal_mode = WAL")
@@ -158,7 +194,7 @@ def _create(connection: sqlite3.Connection, name: str) -> None:
     try:
         # Another process may have created it between our check and our lock.
         if connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0:
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *_V2):
                 connection.execute(statement)
         connection.execute("COMMIT")
     except BaseException:

@@ -17,6 +17,7 @@ from itertools import chain
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from store_async.errors import StoreError
 from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment
@@ -26,13 +27,14 @@ __all__ = ["DONE", "FAILED", "UNKNOWN", "JournalStore", "done_row", "error_row"]
 
 _INSERT: Final = """
     INSERT OR IGNORE INTO fulfillments (key, idempotency_key, caller_chosen, item_id, product_id,
-        beneficiary_id, run_id, line, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        beneficiary_id, run_id, line, created_at, updated_at, remove_quantity, include_order_ids,
+        sandbox_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SELECT_BY_KEY: Final = """
     SELECT f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.local_ticket_reference,
         f.state, f.run_id, f.line, f.error_type, f.error_status, f.error_code, f.error_inner_code,
-        f.error_message, f.beneficiary_id, b.identity_value
+        f.error_message, f.beneficiary_id, b.identity_value, f.remove_quantity, f.sandbox_id
     FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
     WHERE f.key = ?
 """
@@ -47,14 +49,19 @@ _ERROR_COLUMNS: Final = (
     "error_inner_code",
     "error_message",
 )
+_SET_ERRORS: Final = ", ".join(f"{column} = v.new_{column}" for column in _ERROR_COLUMNS)
 DONE: Final = (
     "state = 'done', error_type = NULL, error_status = NULL, error_code = NULL, "
-    "error_inner_code = NULL, error_message = NULL",
-    (),
+    "error_inner_code = NULL, error_message = NULL, "
+    "new_quantity = coalesce(v.new_new_quantity, fulfillments.new_quantity), "
+    "order_transactions = coalesce(fulfillments.order_transactions, v.new_order_transactions)",
+    ("new_quantity", "order_transactions"),
 )
-"""How a done mark changes its row (besides attempts, correlation ids and updated_at)."""
-FAILED: Final = ("state = 'failed'", _ERROR_COLUMNS)
-UNKNOWN: Final = ("", _ERROR_COLUMNS)
+"""How a done mark changes its row (besides attempts, correlation ids and updated_at). A v8
+answer's order ids are kept from the first answer that had any: a replay of a
+developer-managed consume returns none."""
+FAILED: Final = (f"state = 'failed', {_SET_ERRORS}", _ERROR_COLUMNS)
+UNKNOWN: Final = (_SET_ERRORS, _ERROR_COLUMNS)
 """An unknown outcome only records the attempt; the row stays as it is (pending)."""
 _MARK_COLUMNS: Final = ("attempts", "correlation_id", "request_id", "cv")
 # Claims and marks are written by multi-row statements of these sizes (largest first), so that
@@ -66,7 +73,23 @@ _BENEFICIARY_CACHE: Final = 4096
 
 def done_row(key: str, result: ConsumeResult) -> tuple[Any, ...]:
     """One done mark, as :meth:`JournalStore.mark` takes it (``updated_at`` is the commit's)."""
-    return (key, result.attempts, result.correlation_id, result.request_id, result.cv)
+    transactions = result.order_transactions
+    orders = (
+        orjson.dumps(
+            [[t.order_id, t.order_line_item_id, t.quantity_consumed] for t in transactions]
+        ).decode()
+        if transactions
+        else None
+    )
+    return (
+        key,
+        result.attempts,
+        result.correlation_id,
+        result.request_id,
+        result.cv,
+        result.new_quantity,
+        orders,
+    )
 
 
 def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
@@ -96,7 +119,8 @@ def _insert_rows(rows: int) -> str:
 
 @functools.cache
 def _update_many(kind: tuple[str, tuple[str, ...]], rows: int) -> str:
-    """The statement that applies ``rows`` marks of one ``kind`` (``DONE``, ``FAILED``...).
+    """The statement that applies ``rows`` marks of one ``kind`` (``DONE``, ``FAILED``...):
+    its assignments read the ``extra`` columns of the marks as ``v.new_<column>``.
 
     The marks of one batch hold distinct keys (a key is sent once per run, and a run's marks are
     flushed before the next begins), so joining on the key updates each row once.
@@ -107,8 +131,8 @@ def _update_many(kind: tuple[str, tuple[str, ...]], rows: int) -> str:
     names = ", ".join(f"new_{column}" for column in columns)
     sets = [
         "attempts = fulfillments.attempts + v.new_attempts",
-        *(f"{column} = v.new_{column}" for column in (*_MARK_COLUMNS[1:], *extra)),
-        *([assignments] if assignments else []),
+        *(f"{column} = v.new_{column}" for column in _MARK_COLUMNS[1:]),
+        assignments,
         "updated_at = ?",
     ]
     return (
@@ -147,6 +171,29 @@ class JournalStore:
                 statement = statement or _update_many(kind, chunk)
                 execute(statement, (*chain.from_iterable(rows[start : start + chunk]), now))
                 start += chunk
+
+    def replace_store_id_key(self, old: UserIdentity, new_value: str) -> int:
+        """Put a renewed Store ID key in place of ``old``'s in its beneficiary row: every row
+        of that user and key (pending ones are what matters; done ones keep the latest key, as
+        a resend does). Found through the cache (claimed recently), else by a scan."""
+        found = self._beneficiaries.pop(old, None)
+        if found is None:
+            row = self._connection.execute(
+                "SELECT id FROM beneficiaries WHERE identity_value = ? AND identity_type = ? "
+                "AND local_ticket_reference = ?",
+                (old.identity_value, old.identity_type, old.local_ticket_reference),
+            ).fetchone()
+            if row is None:
+                return 0
+            found = int(row[0])
+        changed = self._connection.execute(
+            "UPDATE beneficiaries SET identity_value = ? WHERE id = ?", (new_value, found)
+        ).rowcount
+        renewed = attrs.evolve(old, identity_value=new_value)
+        cached = renewed in self._beneficiaries
+        if changed and not cached and len(self._beneficiaries) < _BENEFICIARY_CACHE:
+            self._beneficiaries[renewed] = found
+        return int(changed)
 
     def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
         """Decide claims in input order (see the module docstring).
@@ -199,6 +246,9 @@ class JournalStore:
             fulfillment.line,
             now,
             now,
+            request.remove_quantity,
+            request.include_order_ids,
+            request.sandbox_id,
         )
 
     def _beneficiary_id(
@@ -240,7 +290,7 @@ class JournalStore:
             return Claim(outcome=ClaimOutcome.SEND, request=request)
         (journaled_key, item_id, product_id, identity_type, ticket, state, run_id, line) = found[:8]
         differing = _differences(
-            fulfillment, journaled_key, item_id, product_id, identity_type, ticket
+            fulfillment, journaled_key, item_id, product_id, identity_type, ticket, *found[15:17]
         )
         where = f"line {line}" if line is not None else "an earlier call"
         if differing:
@@ -271,7 +321,7 @@ class JournalStore:
         # Resend under the journaled idempotency key, with the caller's current Store ID key
         # (keys expire and get renewed; the journal keeps the latest, for export).
         beneficiary = request.beneficiary
-        journaled_id, journaled_value = found[13:]
+        journaled_id, journaled_value = found[13:15]
         if (
             beneficiary.identity_value,
             beneficiary.identity_type,
@@ -290,7 +340,7 @@ class JournalStore:
     def _idempotency_key_taken(self, fulfillment: Fulfillment) -> Claim | None:
         """A CONFLICT if another key holds this caller-chosen idempotency key, else None."""
         request = fulfillment.request
-        name = "trackingId" if request.item_id is not None else "transactionId"
+        name = "transactionId" if request.transaction_id is not None else "trackingId"
         other = self._connection.execute(
             "SELECT key, line FROM fulfillments WHERE idempotency_key = ? AND caller_chosen = 1",
             (request.idempotency_key,),
@@ -318,17 +368,31 @@ def _differences(
     product_id: str | None,
     identity_type: str,
     ticket: str,
+    remove_quantity: int | None = None,
+    sandbox_id: str | None = None,
 ) -> list[str]:
     """Names (never values) of the fields in which a claim differs from the journaled request.
 
     The Store ID key is not compared: it is a credential that expires and gets renewed, not part
-    of what is being fulfilled.
+    of what is being fulfilled. For a v8 consume the Store deduplicates on trackingId, user,
+    product **and** quantity: a key is never resent with another product, quantity or sandbox.
     """
     request = fulfillment.request
+    if (request.remove_quantity is None) != (remove_quantity is None):
+        return ["the form (v8 productId+quantity vs v6)"]
     if (request.item_id is None) != (item_id is None):
         return ["the form (itemId+trackingId vs productId+transactionId)"]
     differing = []
-    if request.item_id is not None:
+    if request.remove_quantity is not None:
+        if request.product_id != product_id:
+            differing.append("productId")
+        if request.remove_quantity != remove_quantity:
+            differing.append("quantity")
+        if request.sandbox_id != sandbox_id:
+            differing.append("sandboxId")
+        if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:
+            differing.append("trackingId")
+    elif request.item_id is not None:
         if request.item_id != item_id:
             differing.append("itemId")
         if fulfillment.caller_tracking_id and request.idempotency_key != journaled_key:

@@ -14,6 +14,15 @@ durable, and only then sends. At most ``2 × concurrency`` claimed items wait in
 Stopping (:meth:`Fulfiller.stop`, e.g. on SIGINT/SIGTERM): no new item is taken; calls in flight
 get ``grace`` seconds to finish, then are cancelled and stay pending (their intent is durable:
 the next run resends them with the same tracking id).
+
+Per-user pacing (``user_rate``): before a send, a worker asks the pacer whether the row's user
+(the Store ID key's ``userId``) may send now; if not, the row is *parked* and the worker takes
+another row, so a hot user holds back nobody else; its rows are released at its rate. A 429
+parks the user until its ``Retry-After``; the row is sent again after it, never failed.
+
+Store ID keys (``renew_keys``): before the first send of a key, it is checked once per run:
+expired keys fail their rows without a request, keys past their refresh time are renewed once
+and the renewed key is sent and journaled (see ``_keys.py``).
 """
 
 from __future__ import annotations
@@ -24,17 +33,28 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Final, Protocol, TypeAlias
 
+import attrs
+
 from store_async.errors import (
     AuthenticationError,
     FailureKind,
     OutcomeUnknownError,
     StoreError,
+    ThrottledError,
     ValidationError,
 )
+from store_async.fulfillment._keys import (
+    KeyLifecycle,
+    KeyRenewingClient,
+    KeyReplacingJournal,
+    UnusableKey,
+)
+from store_async.fulfillment._parking import Inbox, Released
 from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment, Journal
 from store_async.fulfillment.report import FailedRow, FulfillmentReport, FulfillmentStats
 from store_async.fulfillment.source import LineError
 from store_async.models import ConsumeRequest, ConsumeResult
+from store_async.pacing import UserPacer, UserRate, user_of
 
 __all__ = ["DEFAULT_CONCURRENCY", "ConsumeClient", "Fulfiller", "Item"]
 
@@ -49,6 +69,8 @@ Item: TypeAlias = Fulfillment | ConsumeRequest | LineError
 key), and input errors to report (as :func:`read_jsonl` yields them)."""
 
 _Queued: TypeAlias = tuple[Fulfillment, Awaitable[Claim]] | None
+_Ready: TypeAlias = tuple[Fulfillment, ConsumeRequest]  # claimed, key checked: may be parked
+_Inbox: TypeAlias = Inbox[tuple[Fulfillment, Awaitable[Claim]], _Ready]
 
 
 def _by_line(entry: FailedRow | LineError) -> int:
@@ -74,6 +96,14 @@ class Fulfiller:
     - ``max_listed``: how many failures and rejections the report lists (counts are exact).
     - ``auth_failure_limit``: stop after this many authentication failures in a row (a bad
       access token would otherwise fail every row).
+    - ``user_rate``: pace each user to at most ``ops`` sends in any ``seconds``
+      (:class:`~store_async.pacing.UserRate`; ``None``: no pacing). The Store's own limit is
+      200 per 300 s (:data:`~store_async.pacing.STORE_USER_RATE`).
+    - ``max_parked``: once this many rows are parked (waiting for their user's rate) the input
+      waits, so memory stays bounded; rows already queued to the workers (``2 × concurrency``
+      at most) may still park, so the bound is ``max_parked + 2 × concurrency``.
+    - ``renew_keys``: renew Store ID keys past their refresh time (if the client can) and fail
+      the rows of expired keys without a request (``False``: send every key as it is).
 
     The client and the journal are the caller's: :meth:`run` neither opens nor closes them.
     """
@@ -89,6 +119,9 @@ class Fulfiller:
         on_rejected: Callable[[LineError], None] | None = None,
         max_listed: int = 1000,
         auth_failure_limit: int = 100,
+        user_rate: UserRate | None = None,
+        max_parked: int = 10_000,
+        renew_keys: bool = True,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"Fulfiller concurrency must be an int >= 1, not {concurrency!r}")
@@ -102,6 +135,16 @@ class Fulfiller:
         self._on_rejected = on_rejected
         self._max_listed = max_listed
         self._auth_failure_limit = auth_failure_limit
+        if user_rate is not None and not isinstance(user_rate, UserRate):
+            raise ValidationError(f"Fulfiller user_rate must be a UserRate, not {user_rate!r}")
+        if not isinstance(max_parked, int) or max_parked < 1:
+            raise ValidationError(f"Fulfiller max_parked must be an int >= 1, not {max_parked!r}")
+        self._user_rate = user_rate
+        self._max_parked = max_parked
+        self._renew_keys = renew_keys
+        self._pacer: UserPacer | None = None
+        self._inbox: _Inbox | None = None
+        self._keys: KeyLifecycle | None = None
         self.stats = FulfillmentStats()
         """Live counters of the current (or last) run."""
         self._failures: list[FailedRow] = []
@@ -163,7 +206,8 @@ class Fulfiller:
         self._stop_reason, self._auth_failures_in_a_row, self._held = None, 0, None
         self._orphans = []
         started = time.monotonic()
-        queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=2 * self._concurrency)
+        queue = self._inbox = self._new_inbox()
+        self._keys = self._new_key_lifecycle()
         complete = False
         try:
             await self._journal.begin_run(retry_failed=self._retry_failed)
@@ -184,7 +228,10 @@ class Fulfiller:
                 self._grace_timer.cancel()
             self._running, self._feeder, self._workers = False, None, []
             self._idle.clear()
+            queue.drain()  # cancels release timers (rows left were counted as pending)
         stats = self.stats
+        if self._keys is not None:
+            stats.keys_renewed, stats.keys_refused = self._keys.renewed, self._keys.refused
         return FulfillmentReport(
             done=stats.done,
             already_done=stats.already_done,
@@ -198,11 +245,76 @@ class Fulfiller:
             elapsed=time.monotonic() - started,
             failures=tuple(sorted(self._failures, key=_by_line)),
             rejections=tuple(sorted(self._rejections, key=_by_line)),
+            throttled=stats.throttled,
+            users_parked=queue.users_parked,
+            keys_renewed=stats.keys_renewed,
+            keys_refused=stats.keys_refused,
         )
 
-    async def _pipeline(
-        self, items: AsyncIterable[Item] | Iterable[Item], queue: asyncio.Queue[_Queued]
-    ) -> None:
+    # -- pacing and keys (see _parking.py and _keys.py) -----------------------------------------
+
+    def _new_inbox(self) -> _Inbox:
+        """A fresh inbox and pacer per run: a run starts with empty windows."""
+        rate = self._user_rate
+        self._pacer = UserPacer(rate) if rate is not None else None
+
+        def parked(users: int, rows: int) -> None:
+            self.stats.parked_users, self.stats.parked_rows = users, rows
+
+        return Inbox(
+            2 * self._concurrency, self._pacer, max_parked=self._max_parked, on_change=parked
+        )
+
+    def _new_key_lifecycle(self) -> KeyLifecycle | None:
+        if not self._renew_keys:
+            return None
+        client, journal = self._client, self._journal
+        renew = client.renew_store_id_key if isinstance(client, KeyRenewingClient) else None
+        replace = journal.replace_store_id_key if isinstance(journal, KeyReplacingJournal) else None
+        return KeyLifecycle(renew, replace)
+
+    def _with_renewed_key(self, fulfillment: Fulfillment) -> Fulfillment:
+        """Claim a row of an already renewed key with the renewed key (no second renewal)."""
+        keys = self._keys
+        if keys is None or not keys.renewed:
+            return fulfillment
+        request = fulfillment.request
+        value = keys.renewed_value(request.beneficiary.identity_value)
+        if value is request.beneficiary.identity_value:
+            return fulfillment
+        return attrs.evolve(fulfillment, request=_with_key(request, value))
+
+    async def _usable(
+        self, fulfillment: Fulfillment, request: ConsumeRequest
+    ) -> ConsumeRequest | None:
+        """``request`` with a usable Store ID key, or ``None`` once its row is settled (failed:
+        expired or renewal refused; pending: renewal failed for now)."""
+        keys = self._keys
+        if keys is None:
+            return request
+        try:
+            value = await keys.usable(request.beneficiary)
+        except UnusableKey as unusable:
+            error = unusable.error
+            if unusable.final:
+                self.stats.failed += 1
+                await self._journal.mark_failed(fulfillment.key, error)
+                self._list_failure(fulfillment, request, FailureInfo.from_error(error), False)
+            else:
+                self.stats.pending += 1
+                await self._journal.mark_unknown(fulfillment.key, error)
+            return None
+        except asyncio.CancelledError:
+            self.stats.pending += 1  # claimed, never sent: the next run resends it
+            raise
+        if value == request.beneficiary.identity_value:
+            return request
+        return _with_key(request, value)
+
+    def _user_of(self, request: ConsumeRequest) -> str:
+        return user_of(request.beneficiary.identity_value)
+
+    async def _pipeline(self, items: AsyncIterable[Item] | Iterable[Item], queue: _Inbox) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 self._feeder = group.create_task(self._feed(items, queue))
@@ -220,9 +332,7 @@ class Fulfiller:
 
     # -- feeder -------------------------------------------------------------------------------
 
-    async def _feed(
-        self, items: AsyncIterable[Item] | Iterable[Item], queue: asyncio.Queue[_Queued]
-    ) -> None:
+    async def _feed(self, items: AsyncIterable[Item] | Iterable[Item], queue: _Inbox) -> None:
         claim = self._journal.claim
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -233,6 +343,7 @@ class Fulfiller:
                     async for item in items:
                         fulfillment = self._admit(item)
                         if fulfillment is not None:
+                            fulfillment = self._with_renewed_key(fulfillment)
                             self._held = (fulfillment, claim(fulfillment))
                             await queue.put(self._held)
                             self._held = None
@@ -240,11 +351,11 @@ class Fulfiller:
                     for item in items:
                         fulfillment = self._admit(item)
                         if fulfillment is not None:
+                            fulfillment = self._with_renewed_key(fulfillment)
                             self._held = (fulfillment, claim(fulfillment))
                             await queue.put(self._held)
                             self._held = None
-            for _ in range(self._concurrency):
-                await queue.put(None)
+            queue.close()
         except asyncio.CancelledError:
             if not self.stopping:
                 raise  # cancelled from outside, not by stop()
@@ -271,7 +382,7 @@ class Fulfiller:
 
     # -- workers ------------------------------------------------------------------------------
 
-    async def _work(self, queue: asyncio.Queue[_Queued]) -> None:
+    async def _work(self, queue: _Inbox) -> None:
         task = asyncio.current_task()
         assert task is not None
         while not self.stopping:
@@ -282,6 +393,11 @@ class Fulfiller:
                 self._idle.discard(task)
             if queued is None:
                 return
+            if isinstance(queued, Released):  # a parked row whose user may send again
+                stamp = queue.admit(queued.user, queued.row, released=True)
+                if stamp is not None:
+                    await self._paced_send(*queued.row, queued.user, stamp)
+                continue
             fulfillment, pending_claim = queued
             try:
                 claim = await pending_claim
@@ -290,20 +406,44 @@ class Fulfiller:
                 raise
             if claim.outcome in (ClaimOutcome.SEND, ClaimOutcome.RESEND):
                 assert claim.request is not None
-                await self._send(fulfillment, claim.request)
+                request = claim.request
+                if self._keys is not None:
+                    value = request.beneficiary.identity_value
+                    known = self._keys.known(value)
+                    if known is None:  # a key not seen yet in this run: decide (maybe renew)
+                        usable = await self._usable(fulfillment, request)
+                        if usable is None:
+                            continue
+                        request = usable
+                    elif known != value:  # renewed (equal strings may be distinct objects)
+                        request = _with_key(request, known)
+                if self._pacer is None:
+                    await self._send(fulfillment, request)
+                    continue
+                user = self._user_of(request)
+                stamp = queue.admit(user, (fulfillment, request), released=False)
+                if stamp is not None:  # else parked: released when its user may send again
+                    await self._paced_send(fulfillment, request, user, stamp)
             else:
                 self._count_skipped(fulfillment, claim)
 
-    async def _send(self, fulfillment: Fulfillment, request: ConsumeRequest) -> None:
+    async def _send(
+        self, fulfillment: Fulfillment, request: ConsumeRequest, user: str | None = None
+    ) -> None:
         stats, journal, key = self.stats, self._journal, fulfillment.key
         stats.in_flight += 1
         try:
             result = await self._client.consume(request)
         except OutcomeUnknownError as error:
+            if user is not None and isinstance(error.last_error, ThrottledError):
+                await self._throttled(fulfillment, request, user, error.last_error)
+                return
             stats.pending += 1
             await journal.mark_unknown(key, error)
         except StoreError as error:
-            if error.retryable or error.kind is FailureKind.MAYBE_APPLIED:
+            if user is not None and isinstance(error, ThrottledError):
+                await self._throttled(fulfillment, request, user, error)
+            elif error.retryable or error.kind is FailureKind.MAYBE_APPLIED:
                 # Not applied, or maybe applied (a 2xx too large to read): safe to resend, and
                 # only a resend under the same idempotency key can settle it. Stays pending.
                 stats.pending += 1
@@ -332,6 +472,26 @@ class Fulfiller:
             await journal.mark_done(key, result)
         finally:
             stats.in_flight -= 1
+
+    async def _paced_send(
+        self, fulfillment: Fulfillment, request: ConsumeRequest, user: str, stamp: float
+    ) -> None:
+        try:
+            await self._send(fulfillment, request, user)
+        finally:
+            # The Store counted the call when it arrived, at the latest now.
+            assert self._inbox is not None
+            self._inbox.answered(user, stamp)
+
+    async def _throttled(
+        self, fulfillment: Fulfillment, request: ConsumeRequest, user: str, error: StoreError
+    ) -> None:
+        """A 429 for ``user``: park the user until its Retry-After and the row with it (it is
+        sent again after the park, under the same idempotency key; never failed)."""
+        self.stats.throttled += 1
+        assert self._inbox is not None
+        self._inbox.throttled(user, error.retry_after, (fulfillment, request))
+        await self._journal.mark_unknown(fulfillment.key, error)  # the attempt, for the record
 
     def _watch_authentication(self, error: StoreError) -> None:
         if not isinstance(error, AuthenticationError):
@@ -386,13 +546,15 @@ class Fulfiller:
         elif unsent:  # SEND/RESEND claimed before a stop, never sent
             stats.pending += 1
 
-    async def _settle_leftovers(self, queue: asyncio.Queue[_Queued]) -> None:
+    async def _settle_leftovers(self, queue: _Inbox) -> None:
         """After a stop: count the items claimed but never sent (they stay pending)."""
-        leftovers = [self._held, *self._orphans]
-        while not queue.empty():
-            leftovers.append(queue.get_nowait())
+        leftovers: list[_Queued | Released[_Ready]] = [self._held, *self._orphans]
+        leftovers.extend(queue.drain())
         for queued in leftovers:
             if queued is None:
+                continue
+            if isinstance(queued, Released):  # parked: claimed, key checked, never sent
+                self.stats.pending += 1
                 continue
             fulfillment, pending_claim = queued
             try:
@@ -402,3 +564,10 @@ class Fulfiller:
                 # claim may or may not be journaled. Count it as pending; a rerun settles it.
                 claim = Claim(outcome=ClaimOutcome.SEND)
             self._count_skipped(fulfillment, claim, unsent=True)
+
+
+def _with_key(request: ConsumeRequest, value: str) -> ConsumeRequest:
+    """``request`` with another Store ID key (a renewed one): same idempotency key and values."""
+    return attrs.evolve(
+        request, beneficiary=attrs.evolve(request.beneficiary, identity_value=value)
+    )

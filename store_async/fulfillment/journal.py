@@ -1,13 +1,18 @@
 """The journal contract: what the :class:`~store_async.fulfillment.Fulfiller` needs from storage.
 
 A journal is what makes *exactly once* survive a crash. It records, per caller key, the request
-and its idempotency key (the ``trackingId`` of a consume by item, the ``transactionId`` of a
-consume by transaction) **before** the request is first sent, so that whatever happens next
-(a timeout, a ``kill -9``, a power cut with a ``synchronous=FULL`` journal) a later run resends
-the *same* request under the *same* idempotency key, and the Store deduplicates it.
+and its idempotency key (the ``trackingId`` of a consume by item or of a v8 consume, the
+``transactionId`` of a consume by transaction) **before** the request is first sent, so that
+whatever happens next (a timeout, a ``kill -9``, a power cut with a ``synchronous=FULL``
+journal) a later run resends the *same* request under the *same* idempotency key, and the Store
+deduplicates it.
 
 The rules every journal implements:
 
+- A v8 consume is deduplicated by the Store on its trackingId **and** user, product and
+  quantity: a journal keeps all of them (and the sandbox) and refuses a key with other values
+  (:attr:`ClaimOutcome.CONFLICT`); :meth:`Journal.mark_done` keeps the order ids of the first
+  answer that had any (a developer-managed replay returns none).
 - :meth:`Journal.claim` is the only way a row is created. It is durable (committed) before the
   awaitable it returns completes, and a key is bound to exactly one idempotency key forever:
   a second claim of the key gets the journaled request back (with the original tracking id), or a
@@ -53,7 +58,7 @@ class RowState(enum.Enum):
     PENDING = "pending"
     """Claimed (the intent is durable); not known to be applied. Resending it is safe."""
     DONE = "done"
-    """The Store confirmed it (204)."""
+    """The Store confirmed it (204; 200 with the balance for a v8 consume)."""
     FAILED = "failed"
     """The Store refused it for good (a 4xx that retrying cannot cure)."""
 

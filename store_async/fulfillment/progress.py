@@ -34,7 +34,8 @@ def count_lines(path: str | os.PathLike[str]) -> int:
 class ProgressBar:
     """``async with ProgressBar(lambda: fulfiller.stats, input_path) as bar:`` draws on stderr.
 
-    ``enabled=None`` draws only when the stream is a terminal. :meth:`write` prints a line
+    ``enabled=None`` draws only when the stream is a terminal. ``paced`` adds the users parked
+    by per-user pacing and the 429s seen. :meth:`write` prints a line
     above the bar without garbling it.
     """
 
@@ -46,12 +47,14 @@ class ProgressBar:
         file: IO[str] | None = None,
         enabled: bool | None = None,
         interval: float = 0.25,
+        paced: bool = False,
     ) -> None:
         self._stats = stats
         self._input_path = input_path
         self._file = file or sys.stderr
         self._enabled = self._file.isatty() if enabled is None else enabled
         self._interval = interval
+        self._paced = paced
         self._bar: tqdm[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -98,13 +101,12 @@ class ProgressBar:
             return
         stats = self._stats()
         self._bar.update(stats.settled - self._bar.n)
-        self._bar.set_postfix(
-            {  # tqdm sorts keyword arguments; a dict keeps this order
-                "done": stats.done + stats.already_done,
-                "pending": stats.pending,
-                "failed": stats.failed + stats.already_failed,
-                "rejected": stats.rejected,
-                "in_flight": stats.in_flight,
-            },
-            refresh=True,
+        # Formatted here: tqdm's own number format turns 20000 into "2e+4".
+        text = (
+            f"done={stats.done + stats.already_done}, pending={stats.pending}, "
+            f"failed={stats.failed + stats.already_failed}, rejected={stats.rejected}, "
+            f"in_flight={stats.in_flight}"
         )
+        if self._paced:
+            text += f", parked={stats.parked_users}, 429s={stats.throttled}"
+        self._bar.set_postfix_str(text, refresh=True)

@@ -22,9 +22,21 @@ class ExitCode(enum.IntEnum):
     """Process exit codes of ``store-async fulfill`` (see :attr:`FulfillmentReport.exit_code`)."""
 
     ALL_DONE = 0
+    """Every line was done (in this run or an earlier one)."""
     USAGE = 1
+    """A usage or configuration error: nothing was sent."""
     FAILED = 2
+    """The Store refused some fulfillments for good."""
     PENDING = 3
+    """Some fulfillments are not settled: run the same command again."""
+    REJECTED = 4
+    """Every well-formed line was done, but some lines were malformed and skipped: fix them and
+    run again (done lines are skipped)."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 attempt"``, ``"2 attempts"``: a count with its noun (English ``-s`` plurals only)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +88,16 @@ class FulfillmentStats:
     """Malformed lines and conflicting duplicates: not journaled, not sent."""
     in_flight: int = 0
     """Being sent right now."""
+    throttled: int = 0
+    """429 answers the fulfiller saw (each parked its user; the row was sent again later)."""
+    parked_users: int = 0
+    """Users parked right now (over their rate, or after a 429)."""
+    parked_rows: int = 0
+    """Rows parked right now, waiting for their user's rate."""
+    keys_renewed: int = 0
+    """Store ID keys renewed (set when the run ends)."""
+    keys_refused: int = 0
+    """Store ID keys whose rows failed: expired, or renewal refused (set when the run ends)."""
 
     @property
     def settled(self) -> int:
@@ -108,6 +130,14 @@ class FulfillmentReport:
     input line order."""
     rejections: tuple[LineError, ...] = ()
     """Rejected lines, at most the fulfiller's ``max_listed``, in input line order."""
+    throttled: int = 0
+    """429 answers the fulfiller saw (the rows were sent again after their user's park)."""
+    users_parked: int = 0
+    """Times a user was parked by per-user pacing (over its rate, or after a 429)."""
+    keys_renewed: int = 0
+    """Store ID keys renewed (once each, however many rows carried them)."""
+    keys_refused: int = 0
+    """Store ID keys whose rows failed without a request: expired, or renewal refused."""
 
     @property
     def total(self) -> int:
@@ -119,16 +149,20 @@ class FulfillmentReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """``PENDING`` (3) if anything is left to do (run again), else ``FAILED`` (2) if any line
-        failed or was rejected, else ``ALL_DONE`` (0).
+        """``PENDING`` (3) if anything is left to do (run again), else ``FAILED`` (2) if the Store
+        refused any line, else ``REJECTED`` (4) if malformed lines were skipped, else
+        ``ALL_DONE`` (0).
 
         Pending wins over failed: running again is needed to settle pending rows; the rerun then
-        reports the failures with code 2.
+        reports the failures with code 2. A rejected line never reached the Store, so it is not
+        "some failed": a script can tell "fix the input" (4) from "the Store said no" (2).
         """
         if self.pending or not self.complete:
             return ExitCode.PENDING
-        if self.failed or self.already_failed or self.rejected:
+        if self.failed or self.already_failed:
             return ExitCode.FAILED
+        if self.rejected:
+            return ExitCode.REJECTED
         return ExitCode.ALL_DONE
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,18 +189,31 @@ class FulfillmentReport:
                 for error in self.rejections
             ],
             "rejectionsListed": len(self.rejections),
+            "pacing": {"throttled": self.throttled, "usersParked": self.users_parked},
+            "storeIdKeys": {"renewed": self.keys_renewed, "refused": self.keys_refused},
         }
 
     def summary(self) -> str:
         """A few human-readable lines."""
         lines = [
-            f"{self.total} fulfillments: {self.done} done, {self.already_done} already done, "
-            f"{self.failed + self.already_failed} failed ({self.already_failed} in earlier "
-            f"runs), {self.pending} pending, {self.duplicates} duplicate lines, "
-            f"{self.rejected} rejected lines, in {self.elapsed:.1f}s"
+            f"{plural(self.total, 'fulfillment')}: {self.done} done, {self.already_done} already "
+            f"done, {self.failed + self.already_failed} failed ({self.already_failed} in earlier "
+            f"runs), {self.pending} pending, {plural(self.duplicates, 'duplicate line')}, "
+            f"{plural(self.rejected, 'rejected line')}, in {self.elapsed:.1f} s"
         ]
+        if self.users_parked or self.throttled:
+            lines.append(
+                f"pacing: users parked {self.users_parked} times, {self.throttled} answers 429"
+            )
+        if self.keys_renewed or self.keys_refused:
+            lines.append(
+                f"Store ID keys: {self.keys_renewed} renewed, {self.keys_refused} expired or "
+                "refused (their rows failed: the client app must issue new keys)"
+            )
         if self.stop_reason:
             lines.append(f"stopped early: {self.stop_reason}")
         if self.pending or not self.complete:
             lines.append("some fulfillments are not settled: run the same command again")
+        elif self.rejected and not (self.failed or self.already_failed):
+            lines.append("malformed lines were skipped: fix them and run the same command again")
         return "\n".join(lines)

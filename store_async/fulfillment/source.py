@@ -1,11 +1,18 @@
 """Read fulfillments from a JSON Lines file, streamed, with a precise error per bad line.
 
-One fulfillment per line, in one of two forms::
+One fulfillment per line, in one of three forms::
 
     {"key": "order-1", "beneficiary": {"identityValue": "<Store ID key>",
      "localTicketReference": "user-1"}, "itemId": "...", "trackingId": "<guid>"}
     {"key": "order-2", "beneficiary": {...}, "productId": "9NBLGGH4R315",
      "transactionId": "<guid>"}
+    {"key": "order-3", "beneficiary": {...}, "productId": "9NBLGGH4R315", "quantity": 3}
+
+The third is a v8 consume (``/v8.0/collections/consume``) of ``quantity`` units, with optional
+``trackingId`` (else derived from ``key``, the same on every run), ``sandboxId`` (``sbx``) and
+``includeOrderIds`` (default ``true``: the journal keeps the order ids of the first answer).
+``newQuantity`` and ``orderTransactions`` (what ``store-async journal --export done`` writes
+beside a done row) are read and ignored.
 
 - ``key`` is the caller's own id for the fulfillment (an order id...). It may be left out when
   the line carries its own idempotency key, ``trackingId`` or ``transactionId``: that GUID is
@@ -25,6 +32,7 @@ Memory is flat in the file size: lines are read a chunk at a time in a worker th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -44,8 +52,9 @@ MAX_KEY_LENGTH: Final = 1000
 _IDENTITY_CACHE: Final = 4096
 
 _TOP_FIELDS: Final = frozenset(
-    ("key", "beneficiary", "itemId", "trackingId", "productId", "transactionId")
-)
+    ("key", "beneficiary", "itemId", "trackingId", "productId", "transactionId", "quantity")
+) | {"sandboxId", "includeOrderIds", "newQuantity", "orderTransactions"}
+_MAX_QUANTITY: Final = 2**31 - 1
 _BENEFICIARY_FIELDS: Final = frozenset(("identityValue", "localTicketReference", "identityType"))
 _GUID: Final = re.compile(
     r"(?:\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?"
@@ -143,6 +152,11 @@ def _fulfillment(document: dict[str, Any], line: int, identities: _Identities) -
         key = _text(document, "key")
         if len(key) > MAX_KEY_LENGTH:
             raise _Invalid(f"'key' is longer than {MAX_KEY_LENGTH} characters")
+    if "quantity" in document:
+        return _v8_fulfillment(document, key, line, identities)
+    for name in ("sandboxId", "includeOrderIds"):
+        if name in document:
+            raise _Invalid(f"{name!r} belongs to a v8 line (productId + quantity)")
     by_item = "itemId" in document or "trackingId" in document
     by_transaction = "productId" in document or "transactionId" in document
     if by_item and by_transaction:
@@ -168,6 +182,41 @@ def _fulfillment(document: dict[str, Any], line: int, identities: _Identities) -
     )
 
 
+def _v8_fulfillment(
+    document: dict[str, Any], key: str | None, line: int, identities: _Identities
+) -> Fulfillment:
+    for name in ("itemId", "transactionId"):
+        if name in document:
+            raise _Invalid(f"a v8 line (productId + quantity) takes no {name!r}")
+    quantity = document["quantity"]
+    if type(quantity) is not int or not 1 <= quantity <= _MAX_QUANTITY:
+        raise _Invalid(f"'quantity' must be an integer from 1 to {_MAX_QUANTITY}")
+    beneficiary = _beneficiary(document, identities)
+    product_id = _text(document, "productId")
+    tracking_id = _guid(document, "trackingId") if "trackingId" in document else None
+    if key is None and tracking_id is None:
+        raise _Invalid("missing field 'key' (required unless 'trackingId' is given)")
+    sandbox_id = _text(document, "sandboxId") if "sandboxId" in document else None
+    with_orders = document.get("includeOrderIds", True)
+    if type(with_orders) is not bool:
+        raise _Invalid(f"'includeOrderIds' must be true or false, not {_json_type(with_orders)}")
+    request = ConsumeRequest.for_quantity(
+        beneficiary,
+        product_id,
+        quantity,
+        tracking_id=tracking_id,
+        key=key if tracking_id is None else None,
+        include_order_ids=with_orders,
+        sandbox_id=sandbox_id,
+    )
+    return Fulfillment(
+        key=key or request.idempotency_key,
+        request=request,
+        line=line,
+        caller_tracking_id=tracking_id is not None,
+    )
+
+
 def parse_line(
     raw: bytes, line: int, identities: _Identities | None = None
 ) -> Fulfillment | LineError | None:
@@ -181,7 +230,7 @@ def parse_line(
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        return LineError(line=line, message=f"invalid JSON: {error.msg} at column {error.colno}")
+        return LineError(line=line, message=_decode_problem(raw, error))
     if not isinstance(document, dict):
         return LineError(line=line, message=f"expected a JSON object, got {_json_type(document)}")
     key = document.get("key")
@@ -192,6 +241,19 @@ def parse_line(
         return LineError(line=line, message=str(error), key=key)
     except ValidationError as error:  # the records' own checks: they never repeat values
         return LineError(line=line, message=error.message, key=key)
+
+
+def _decode_problem(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """What is wrong with a line orjson refused. orjson reports bytes that are not UTF-8 as
+    "surrogates not allowed" (a message about Python strings): say what the file has instead."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"not UTF-8: byte 0x{raw[bad.start]:02x} at byte {bad.start + 1} "
+            "(save the file as UTF-8)"
+        )
+    return f"invalid JSON: {error.msg} at column {error.colno}"
 
 
 def _raw_lines(file: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None, bool]]:
@@ -242,17 +304,23 @@ def iter_jsonl(
 
 
 async def read_jsonl(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | IO[bytes],
     *,
     chunk_lines: int = 256,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> AsyncIterator[Fulfillment | LineError]:
     """Stream a JSON Lines file: disk reads run in a thread, ``chunk_lines`` lines at a time.
 
-    Raises :class:`OSError` if the file cannot be opened.
+    ``path`` may also be an open binary stream (``sys.stdin.buffer``), read to its end and left
+    open. Raises :class:`OSError` if the file cannot be opened.
     """
     identities: _Identities = {}
-    with open(path, "rb") as file:  # noqa: ASYNC230 - opening is instant; reads go to a thread
+    if isinstance(path, (str, os.PathLike)):
+        # Opening is instant; reads go to a thread.
+        opened: Any = open(path, "rb")  # noqa: ASYNC230, SIM115
+    else:
+        opened = contextlib.nullcontext(path)
+    with opened as file:
         lines = _raw_lines(file, max_line_bytes)
 
         def next_chunk() -> list[tuple[int, bytes | None, bool]]:

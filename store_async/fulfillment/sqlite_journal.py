@@ -62,13 +62,14 @@ from store_async.fulfillment._sqlite_store import (
     error_row,
 )
 from store_async.fulfillment.journal import Claim, Fulfillment, JournalError
-from store_async.models import ConsumeResult
+from store_async.models import ConsumeResult, UserIdentity
 
 __all__ = ["SqliteJournal"]
 
 _BUSY = 8  # operations in one commit from which the writer spaces its commits (see _writer)
-# Operations that wait for their commit besides claims (rare: one per run, flush or close).
-_FLUSH, _RUN, _CLOSE = range(3)
+# Operations that wait for their commit besides claims (rare: one per run, flush, close or
+# renewed Store ID key).
+_FLUSH, _RUN, _CLOSE, _KEY = range(4)
 
 
 class SqliteJournal:
@@ -111,7 +112,9 @@ class SqliteJournal:
         self._idle = False  # the writer waits for work (read and written under the lock)
         self._claims: list[Fulfillment] = []
         self._claim_futures: list[asyncio.Future[Claim]] = []
-        self._marks: dict[Any, list[tuple[Any, ...]]] = {DONE: [], FAILED: [], UNKNOWN: []}
+        # Marks in arrival order, and the kind of each (DONE, FAILED or UNKNOWN).
+        self._marks: list[tuple[Any, ...]] = []
+        self._mark_kinds: list[Any] = []
         self._waiters: list[tuple[int, Any, asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -169,6 +172,12 @@ class SqliteJournal:
         self._mark(UNKNOWN, error_row(key, error))
         if self._lazy_marks > self._max_lazy_marks:
             await self.flush()
+
+    def replace_store_id_key(self, old: UserIdentity, new_value: str) -> Awaitable[int]:
+        """Put the renewed Store ID key ``new_value`` in place of ``old``'s key for the rows
+        that carry it (a pending row is resent with it; an export shows it). Returns how many
+        journaled beneficiaries changed (0 or 1); durable once the awaitable completes."""
+        return self._submit_waiting(_KEY, (old, new_value))
 
     async def flush(self) -> None:
         if self._thread is None and self._broken is None:
@@ -234,7 +243,8 @@ class SqliteJournal:
             self._start()
         self._lazy_marks += 1
         with self._lock:
-            self._marks[kind].append(row)
+            self._marks.append(row)
+            self._mark_kinds.append(kind)
             if self._idle:
                 self._wake.notify()
 
@@ -263,7 +273,7 @@ class SqliteJournal:
         """Take everything queued, apply it in one transaction, commit once, settle the waiters
         with one ``call_soon_threadsafe``; again until closed."""
         assert self._loop is not None
-        wake, marks_by_kind, max_batch = self._wake, self._marks, self._max_batch
+        wake, max_batch = self._wake, self._max_batch
         gap, last_commit, last_size = self._commit_interval, 0.0, 0
         running = True
         while running:
@@ -275,13 +285,7 @@ class SqliteJournal:
             if pause > 0 and last_size >= _BUSY and not self._waiters:
                 time.sleep(pause)
             with wake:
-                while not (
-                    self._claims
-                    or self._waiters
-                    or marks_by_kind[DONE]
-                    or marks_by_kind[FAILED]
-                    or marks_by_kind[UNKNOWN]
-                ):
+                while not (self._claims or self._waiters or self._marks):
                     self._idle = True
                     wake.wait()
                 self._idle = False
@@ -291,15 +295,14 @@ class SqliteJournal:
                     claims, futures = claims[:max_batch], futures[:max_batch]
                 else:
                     self._claims, self._claim_futures = [], []
-                marks = [(kind, rows) for kind, rows in marks_by_kind.items() if rows]
-                for kind, _ in marks:
-                    marks_by_kind[kind] = []
+                marks, kinds = self._marks, self._mark_kinds
+                self._marks, self._mark_kinds = [], []
                 waiters, self._waiters = self._waiters, []
             running = all(waiter[0] != _CLOSE for waiter in waiters)
             values: list[Any] = []
             if self._broken is None:
                 try:
-                    values = self._apply(claims, marks, waiters)
+                    values = self._apply(claims, marks, kinds, waiters)
                 except Exception as error:  # the writer must never die
                     # A thread that died here would leave every waiter hanging. SQLite's own
                     # messages name no values; others (a string SQLite cannot encode) might.
@@ -315,21 +318,24 @@ class SqliteJournal:
                 values = [JournalError(self._broken) for _ in futures]
                 values += [None if w[0] == _CLOSE else JournalError(self._broken) for w in waiters]
             last_commit = time.monotonic()
-            count = sum(len(rows) for _, rows in marks)
+            count = len(marks)
             last_size = len(claims) + count
             self._loop.call_soon_threadsafe(self._settle, waiting, values, count)
 
     def _apply(
         self,
         claims: list[Fulfillment],
-        marks: list[tuple[Any, list[tuple[Any, ...]]]],
+        marks: list[tuple[Any, ...]],
+        kinds: list[Any],
         waiters: list[tuple[int, Any, asyncio.Future[Any]]],
     ) -> list[Any]:
         """Apply one batch in one transaction; return each waiter's answer (claims first).
 
         A new run begins before the claims of the batch (``begin_run`` is awaited before the
         run claims anything); claims come before marks, which only ever refer to rows claimed
-        in earlier commits (a worker sends only once its claim is durable).
+        in earlier commits (a worker sends only once its claim is durable). A renewed Store ID
+        key replaces the old one after the claims: a claim queued before the renewal carries
+        the old key, whose beneficiary row the replacement then updates.
         """
         connection, store = self._connection, self._store
         connection.execute("BEGIN IMMEDIATE")
@@ -339,13 +345,44 @@ class SqliteJournal:
             if kind == _RUN:
                 answers[index] = store.begin_run(payload, os.getpid(), now)
         values: list[Any] = store.claim_all(claims, now) if claims else []
-        for kind, rows in marks:
-            store.mark(kind, rows, now)
+        for index, (kind, payload, _) in enumerate(waiters):
+            if kind == _KEY:
+                answers[index] = store.replace_store_id_key(*payload)
+        if marks:
+            _apply_marks(store, marks, kinds, now)
         connection.execute("COMMIT")
         self.commits += 1
         # _FLUSH and _CLOSE are barriers, settled now that the batch is committed.
         values += [answers.get(index) for index in range(len(waiters))]
         return values
+
+
+def _apply_marks(
+    store: JournalStore, marks: list[tuple[Any, ...]], kinds: list[Any], now: float
+) -> None:
+    """Apply ``marks`` (``kinds[i]`` is the kind of ``marks[i]``) in as few statements as can be.
+
+    Marks of distinct keys commute, so they are applied a kind at a time. A key marked twice in
+    one batch (a throttled row marked unknown, then done after its park) needs the marks in
+    arrival order: runs of one kind and distinct keys, one after the other.
+    """
+    first = kinds[0]
+    if len({mark[0] for mark in marks}) == len(marks):
+        if kinds.count(first) == len(kinds):
+            store.mark(first, marks, now)
+            return
+        for kind in (DONE, FAILED, UNKNOWN):
+            chosen = [mark for mark, of in zip(marks, kinds, strict=True) if of is kind]
+            if chosen:
+                store.mark(kind, chosen, now)
+        return
+    start, seen = 0, set[Any]()
+    for index, (mark, kind) in enumerate(zip(marks, kinds, strict=True)):
+        if kind is not kinds[start] or mark[0] in seen:
+            store.mark(kinds[start], marks[start:index], now)
+            start, seen = index, set[Any]()
+        seen.add(mark[0])
+    store.mark(kinds[start], marks[start:], now)
 
 
 def _lock(path: str) -> int:

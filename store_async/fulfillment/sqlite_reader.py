@@ -15,20 +15,26 @@ from types import TracebackType
 from typing import Any, Final
 
 import attrs
+import orjson
 
-from store_async.fulfillment._schema import connect
+from store_async.fulfillment._schema import connect, schema_version
 from store_async.fulfillment.journal import FailureInfo, JournalError, RowState
-from store_async.models import ConsumeRequest, UserIdentity
+from store_async.models import ConsumeRequest, OrderTransaction, UserIdentity
 
 __all__ = ["JournalReader", "JournalRow"]
 
-_SELECT: Final = """
-    SELECT f.key, f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.identity_value,
-        b.local_ticket_reference, f.state, f.attempts, f.correlation_id, f.request_id, f.cv,
-        f.error_type, f.error_status, f.error_code, f.error_inner_code, f.error_message, f.run_id,
-        f.line, f.created_at, f.updated_at
-    FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
-"""
+_COLUMNS: Final = """f.key, f.idempotency_key, f.item_id, f.product_id, b.identity_type,
+        b.identity_value, b.local_ticket_reference, f.state, f.attempts, f.correlation_id,
+        f.request_id, f.cv, f.error_type, f.error_status, f.error_code, f.error_inner_code,
+        f.error_message, f.run_id, f.line, f.created_at, f.updated_at"""
+_V2_COLUMNS: Final = """f.remove_quantity, f.include_order_ids, f.sandbox_id, f.new_quantity,
+        f.order_transactions"""
+_FROM: Final = "FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id"
+# A reader never upgrades a file: a version-1 journal has no v8 columns (and no v8 rows).
+_SELECTS: Final = {
+    1: f"SELECT {_COLUMNS}, NULL, 0, NULL, NULL, NULL {_FROM}",
+    2: f"SELECT {_COLUMNS}, {_V2_COLUMNS} {_FROM}",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -48,16 +54,30 @@ class JournalRow:
     line: int | None
     created_at: float
     updated_at: float
+    new_quantity: int | None = None
+    """v8: the balance left, from the last answer."""
+    order_transactions: tuple[OrderTransaction, ...] = ()
+    """v8: the order ids of the first answer that had any (replays may return none)."""
 
 
 def _row(values: tuple[Any, ...]) -> JournalRow:
     (key, idempotency_key, item_id, product_id, identity_type, identity_value, ticket, state,
      attempts, correlation_id, request_id, cv, error_type, status, code, inner_code, message,
-     run_id, line, created_at, updated_at) = values  # fmt: skip
+     run_id, line, created_at, updated_at, remove_quantity, include_order_ids, sandbox_id,
+     new_quantity, orders) = values  # fmt: skip
     beneficiary = UserIdentity(
         identity_value=identity_value, local_ticket_reference=ticket, identity_type=identity_type
     )
-    if item_id is not None:
+    if remove_quantity is not None:
+        request = ConsumeRequest.for_quantity(
+            beneficiary,
+            product_id,
+            remove_quantity,
+            tracking_id=idempotency_key,
+            include_order_ids=bool(include_order_ids),
+            sandbox_id=sandbox_id,
+        )
+    elif item_id is not None:
         request = ConsumeRequest.for_item(beneficiary, item_id, tracking_id=idempotency_key)
     else:
         request = ConsumeRequest.for_transaction(beneficiary, product_id, idempotency_key)
@@ -83,7 +103,21 @@ def _row(values: tuple[Any, ...]) -> JournalRow:
         line=line,
         created_at=created_at,
         updated_at=updated_at,
+        new_quantity=new_quantity,
+        order_transactions=_order_transactions(orders),
     )
+
+
+def _order_transactions(text: str | None) -> tuple[OrderTransaction, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(
+            OrderTransaction(order_id=order, order_line_item_id=line, quantity_consumed=quantity)
+            for order, line, quantity in orjson.loads(text)
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        raise JournalError("a journal row has unreadable order ids") from None
 
 
 class JournalReader:
@@ -92,6 +126,7 @@ class JournalReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._connection = connect(self.path, readonly=True)
+        self._select = _SELECTS[schema_version(self._connection)]
 
     def __enter__(self) -> JournalReader:
         return self
@@ -139,7 +174,7 @@ class JournalReader:
         marks = ", ".join("?" * len(wanted))
         with self._reading():
             cursor = self._connection.execute(
-                f"{_SELECT} WHERE f.state IN ({marks}) ORDER BY f.rowid", wanted
+                f"{self._select} WHERE f.state IN ({marks}) ORDER BY f.rowid", wanted
             )
             try:
                 while batch := cursor.fetchmany(512):
@@ -151,5 +186,5 @@ class JournalReader:
     def row(self, key: str) -> JournalRow | None:
         """The row of one caller key, if journaled."""
         with self._reading():
-            values = self._connection.execute(f"{_SELECT} WHERE f.key = ?", (key,)).fetchone()
+            values = self._connection.execute(f"{self._select} WHERE f.key = ?", (key,)).fetchone()
         return None if values is None else _row(values)

@@ -20,30 +20,86 @@ The service error body records :class:`ServiceError` and :class:`InnerError` liv
 """
 
 from store_async.errors import InnerError, ServiceError
+
+# Helpers, not records (``__all__`` lists the records): importable from here.
+from store_async.models._checks import CALLER_KEY_NAMESPACE as CALLER_KEY_NAMESPACE
+from store_async.models._checks import guid_for_caller_key as guid_for_caller_key
 from store_async.models.business import OfflineLicense, ProductKey
-from store_async.models.consume import ConsumeRequest, ConsumeResult
+from store_async.models.consume import (
+    ConsumeRequest,
+    ConsumeResult,
+    ConsumeV8Response,
+    OrderTransaction,
+)
 from store_async.models.identities import IdentityV6, ProductSkuId, UserIdentity
 from store_async.models.keys import KeyRenewalRequest, KeyRenewalResponse
+from store_async.models.licenses import (
+    EntitlementItem,
+    EntitlementPage,
+    EntitlementQuery,
+    LicenseItem,
+    LicensePage,
+    LicenseQuery,
+    TrialData,
+)
+from store_async.models.orders import OrderPage, OrderQuery, PurchaseLineItem, PurchaseOrder
 from store_async.models.purchase import ClientContext, GrantRequest, Order, OrderLineItem
 from store_async.models.query import CollectionItem, QueryRequest, QueryResult
+from store_async.models.refunds import (
+    RefundEvent,
+    RefundEventData,
+    RefundEventState,
+    RefundQueueSas,
+    RefundRecurrenceData,
+    redact_sas,
+)
+from store_async.models.subscriptions import (
+    Subscription,
+    SubscriptionChange,
+    SubscriptionPage,
+    SubscriptionQuery,
+)
 
 __all__ = [
     "ClientContext",
     "CollectionItem",
     "ConsumeRequest",
     "ConsumeResult",
+    "ConsumeV8Response",
+    "EntitlementItem",
+    "EntitlementPage",
+    "EntitlementQuery",
     "GrantRequest",
     "IdentityV6",
     "InnerError",
     "KeyRenewalRequest",
     "KeyRenewalResponse",
+    "LicenseItem",
+    "LicensePage",
+    "LicenseQuery",
     "OfflineLicense",
     "Order",
     "OrderLineItem",
+    "OrderPage",
+    "OrderQuery",
+    "OrderTransaction",
     "ProductKey",
     "ProductSkuId",
+    "PurchaseLineItem",
+    "PurchaseOrder",
     "QueryRequest",
     "QueryResult",
+    "RefundEvent",
+    "RefundEventData",
+    "RefundEventState",
+    "RefundQueueSas",
+    "RefundRecurrenceData",
     "ServiceError",
+    "Subscription",
+    "SubscriptionChange",
+    "SubscriptionPage",
+    "SubscriptionQuery",
+    "TrialData",
     "UserIdentity",
+    "redact_sas",
 ]

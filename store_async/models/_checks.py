@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from store_async.errors import ValidationError
 
@@ -51,6 +51,27 @@ def new_guid() -> str:
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     digits = raw.hex()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+CALLER_KEY_NAMESPACE: Final = UUID("c200f89e-39f8-5bff-8c6f-d71b7d829a58")
+"""The namespace of :func:`guid_for_caller_key`: ``uuid5(NAMESPACE_URL,
+"https://store-async.invalid/idempotency-key")``. Fixed forever: changing it would change every
+derived idempotency key, and a resend after an upgrade would then apply twice."""
+
+
+def guid_for_caller_key(key: str) -> str:
+    """The idempotency key (a version 5 GUID) derived from a caller key such as ``"order-42"``.
+
+    The same caller key gives the same GUID in every process, on every machine, after every
+    restart: a web service that resends after a client disconnect, a crash or a retried HTTP
+    request sends the same idempotency key, and the Store settles it once (a random GUID per
+    attempt would look like a new fulfillment, and a conflicting one). So one caller key must
+    name one fulfillment: an order with three items needs three keys (``"order-42/item-1"``...).
+
+    :param key: the caller key, a non-blank string (compared exactly: case and spaces count).
+    :raises ValidationError: if ``key`` is not a non-blank string.
+    """
+    return str(uuid5(CALLER_KEY_NAMESPACE, text(key, "key")))
 
 
 def guid(value: object, field: str) -> str:
@@ -142,6 +163,13 @@ def texts_of(values: tuple[Any, ...], field: str) -> None:
     """Check that every element of ``values`` is a non-blank string."""
     for index, item in enumerate(values):
         text(item, f"{field}[{index}]")
+
+
+def skus_of(values: tuple[Any, ...], field: str) -> None:
+    """Check that every ``ProductSkuId`` of ``values`` names its SKU (v6 and v8 queries)."""
+    for index, item in enumerate(values):
+        if item.sku_id is None:
+            raise ValidationError(f"{field}[{index}].sku_id is required by this query")
 
 
 # -- numbers: seconds, counts, attempts (used by the client, the engine, the policy, the cache) --

@@ -55,14 +55,17 @@ class IdentityV6:
 class ProductSkuId:
     """A product and one of its SKUs: ``ProductSkuId(product_id="9NBLGGH42CFD", sku_id="0010")``.
 
+    The v9 entitlement query takes a product without a SKU (``sku_id=None``: every SKU); the
+    v6 and v8 queries need both, and refuse a pair without a SKU.
+
     Raises :class:`~store_async.errors.ValidationError` for a missing or empty field.
     """
 
     product_id: str
     """The Store ID of the product (12 characters, e.g. ``9NBLGGH42CFD``)."""
-    sku_id: str
+    sku_id: str | None = None
     """The Store ID of the SKU (e.g. ``0010``)."""
 
     def __attrs_post_init__(self) -> None:
         _checks.text(self.product_id, "ProductSkuId.product_id")
-        _checks.text(self.sku_id, "ProductSkuId.sku_id")
+        _checks.optional_text(self.sku_id, "ProductSkuId.sku_id")

@@ -52,6 +52,9 @@ class GrantRequest:
     quantity: int = 1
     dev_offer_id: str | None = None
     """Your offer id; it appears on the collection item after the grant."""
+    sandbox_id: str | None = None
+    """The ``sbx`` of a development sandbox: the grant then goes to ``/v7.0/purchases/grant``
+    (``None``: RETAIL, through v6)."""
 
     def __attrs_post_init__(self) -> None:
         _checks.text(self.availability_id, "GrantRequest.availability_id")
@@ -63,11 +66,42 @@ class GrantRequest:
         if type(self.quantity) is not int or self.quantity != 1:
             raise ValidationError("GrantRequest.quantity must be 1: the Store grants one at a time")
         _checks.optional_text(self.dev_offer_id, "GrantRequest.dev_offer_id")
+        _checks.optional_text(self.sandbox_id, "GrantRequest.sandbox_id")
 
     @property
     def idempotency_key(self) -> str:
         """The GUID that makes resending this request safe: the ``order_id``."""
         return self.order_id
+
+    @classmethod
+    def for_caller_key(
+        cls,
+        key: str,
+        *,
+        availability_id: str,
+        b2b_key: str,
+        language: str,
+        market: str,
+        product_id: str,
+        sku_id: str,
+        dev_offer_id: str | None = None,
+    ) -> GrantRequest:
+        """A grant whose ``order_id`` is derived from your own id (a caller key, e.g.
+        ``"order-42"``) with :func:`~store_async.models.guid_for_caller_key`: the same key
+        gives the same order id on every resend, so a retried web request grants once.
+
+        :raises ValidationError: for a blank ``key`` or any invalid field.
+        """
+        return cls(
+            availability_id=availability_id,
+            b2b_key=b2b_key,
+            language=language,
+            market=market,
+            product_id=product_id,
+            sku_id=sku_id,
+            order_id=_checks.guid_for_caller_key(key),
+            dev_offer_id=dev_offer_id,
+        )
 
 
 @attrs.frozen(kw_only=True)

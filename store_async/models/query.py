@@ -86,6 +86,7 @@ class QueryRequest:
         _checks.optional_text(self.parent_product_id, "QueryRequest.parent_product_id")
         if self.product_sku_ids is not None:
             _checks.items_of(self.product_sku_ids, ProductSkuId, "QueryRequest.product_sku_ids")
+            _checks.skus_of(self.product_sku_ids, "QueryRequest.product_sku_ids")
         _checks.optional_text(self.validity_type, "QueryRequest.validity_type")
 
     def with_continuation(self, token: str) -> QueryRequest:

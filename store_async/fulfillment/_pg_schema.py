@@ -1,0 +1,183 @@
+"""The PostgreSQL journal's schema, its version table and migrations; DSN redaction.
+
+The schema lives in the tables named ``store_async_*`` of the database the DSN names (its
+default schema), so a journal can share a database with the publisher's own ledger. The
+version table holds one row; :func:`prepare` creates or migrates the schema under a
+transaction-scoped advisory lock, so workers that start together never race on it, and refuses a
+schema newer than this library knows with a :class:`JournalError`.
+
+Columns for v8 consumes (``quantity``, ``sandbox_id``, ``include_order_ids``, ``order_ids``,
+``new_quantity``) exist from version 1, so that rows of that form fit without a migration.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import TYPE_CHECKING, Final
+
+from store_async.fulfillment.journal import JournalError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["SCHEMA_VERSION", "is_postgres_dsn", "prepare", "redact_dsn"]
+
+SCHEMA_VERSION: Final = 1
+_LOCK_ID: Final = 0x53414A31  # "SAJ1": the advisory lock taken while creating/migrating
+
+# The lease unit is the *user* (store_async_users): rows of one user are worked by one worker at
+# a time, so no two workers race on one balance. ``pending`` counts the user's workable rows
+# (pending, not parked); it is kept exact by every statement that changes a row's state, and a
+# partial index on it lets a worker find work without scanning finished users. ``lease_token``
+# changes at every lease: a mark is applied only under the token it was leased with.
+# A row is *parked* when it has had ``max_tries`` unknown outcomes in a row: it stays pending
+# (resending it is safe) but no worker takes it until it is loaded again (a rerun).
+_CREATE: Final = (
+    """
+    CREATE TABLE store_async_journal_version (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        migrated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE store_async_users (
+        id bigserial PRIMARY KEY,
+        user_key text NOT NULL UNIQUE,
+        identity_value text NOT NULL,
+        pending integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_token bigint,
+        lease_expires timestamptz,
+        not_before timestamptz NOT NULL DEFAULT '-infinity'
+    )
+    """,
+    "CREATE INDEX store_async_users_workable ON store_async_users (id) WHERE pending > 0",
+    "CREATE SEQUENCE store_async_lease_tokens",
+    """
+    CREATE TABLE store_async_runs (
+        id bigserial PRIMARY KEY,
+        worker text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        retry_failed boolean NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE store_async_fulfillments (
+        id bigserial PRIMARY KEY,
+        key text NOT NULL UNIQUE,
+        idempotency_key text NOT NULL,
+        caller_chosen boolean NOT NULL,
+        item_id text,
+        product_id text,
+        quantity bigint,
+        sandbox_id text,
+        include_order_ids boolean,
+        identity_type text NOT NULL,
+        local_ticket_reference text NOT NULL,
+        user_id bigint NOT NULL REFERENCES store_async_users (id),
+        state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+        parked boolean NOT NULL DEFAULT false,
+        tries integer NOT NULL DEFAULT 0,
+        attempts integer NOT NULL DEFAULT 0,
+        correlation_id text,
+        request_id text,
+        cv text,
+        order_ids text[],
+        new_quantity bigint,
+        error_type text,
+        error_status integer,
+        error_code text,
+        error_inner_code text,
+        error_message text,
+        run_id bigint NOT NULL REFERENCES store_async_runs (id),
+        line integer,
+        settled_by text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE UNIQUE INDEX store_async_fulfillments_caller_chosen
+    ON store_async_fulfillments (idempotency_key) WHERE caller_chosen
+    """,
+    """
+    CREATE INDEX store_async_fulfillments_workable
+    ON store_async_fulfillments (user_id, id) WHERE state = 'pending' AND NOT parked
+    """,
+    "CREATE INDEX store_async_fulfillments_state ON store_async_fulfillments (state)",
+)
+
+# Migrations from version N to N + 1, applied in order under the lock (none yet).
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+
+
+def is_postgres_dsn(text: str) -> bool:
+    """Whether ``text`` names a PostgreSQL journal rather than a SQLite file."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password (in the user part or a ``password=`` parameter) replaced by
+    ``***``; anything unparsable is reduced to its scheme."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user_info, host = netloc.rsplit("@", 1)
+            if ":" in user_info:
+                user_info = user_info.split(":", 1)[0] + ":***"
+            netloc = f"{user_info}@{host}"
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        query = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        return urllib.parse.urlunsplit(
+            (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="*"), "")
+        )
+    except ValueError:
+        return dsn.split(":", 1)[0] + "://***"
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password written in ``dsn`` itself, if any (to scrub it from error messages)."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        for name, value in urllib.parse.parse_qsl(parts.query):
+            if name.lower() == "password" and value:
+                return value
+        return urllib.parse.unquote(parts.password) if parts.password else None
+    except ValueError:
+        return None
+
+
+async def prepare(connection: asyncpg.Connection, where: str) -> int:
+    """Create or migrate the schema; return the version. Raises :class:`JournalError` for a
+    newer schema or a database that has a ``store_async_journal_version`` we cannot read."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+        exists = await connection.fetchval(
+            "SELECT to_regclass('store_async_journal_version') IS NOT NULL"
+        )
+        if not exists:
+            for statement in _CREATE:
+                await connection.execute(statement)
+            await connection.execute(
+                "INSERT INTO store_async_journal_version (version) VALUES ($1)", SCHEMA_VERSION
+            )
+            return SCHEMA_VERSION
+        version = await connection.fetchval("SELECT version FROM store_async_journal_version")
+        if not isinstance(version, int) or version < 1:
+            raise JournalError(f"{where} holds a damaged store_async journal (no schema version)")
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{where} holds a journal of schema version {version}, written by a newer "
+                f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
+            )
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                await connection.execute(statement)
+            version += 1
+            await connection.execute(
+                "UPDATE store_async_journal_version SET version = $1, migrated_at = now()", version
+            )
+        return version
