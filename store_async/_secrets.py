@@ -119,7 +119,7 @@ def _deep(value: Any, forms: tuple[str, ...]) -> Any:
         return _scrub(value, forms)
     if isinstance(value, dict):
         return {_deep(name, forms): _deep(item, forms) for name, item in value.items()}
-    if isinstance(value, list | tuple):
+    if type(value) is list or type(value) is tuple:  # not a named tuple (aiohttp's RequestInfo)
         return type(value)(_deep(item, forms) for item in value)
     return value
 
@@ -160,11 +160,11 @@ def scrub_error(error: BaseException, secrets: Iterable[str | None]) -> None:
                 current.service_error = _service_error(current.service_error, forms)
             if isinstance(current, OutcomeUnknownError):
                 todo.append(current.last_error)
-        else:
-            message = getattr(current, "message", None)
-            if isinstance(message, str):
-                with contextlib.suppress(AttributeError):  # a read-only property
-                    current.message = _scrub(message, forms)  # type: ignore[attr-defined]
+        else:  # aiohttp's errors keep the text they quote in attributes too (message, line)
+            for name, value in list(getattr(current, "__dict__", {}).items()):
+                if isinstance(value, str):
+                    with contextlib.suppress(AttributeError):  # a read-only property
+                        setattr(current, name, _scrub(value, forms))
         todo += [current.__cause__, current.__context__]
 
 

@@ -32,6 +32,7 @@ from store_async import (
     UserIdentity,
 )
 from store_async.errors import StoreError
+from tests.support.emulator import emulator
 from tests.support.postgres import PostgresServer
 from tests.support.raw_server import KeepAliveServer, RawRequest
 
@@ -266,3 +267,48 @@ async def test_the_postgres_journal_keeps_no_secret(
     assert error_code == "BadRequest"
     assert_clean(message)
     assert message.startswith("HTTP 400: Bad beneficiary in ")
+
+
+async def test_a_malformed_answer_quoting_the_token_leaves_it_out_of_the_transport_error() -> None:
+    """aiohttp's own error text quotes a malformed status line: a server that echoes the
+    request there puts the token in a ``TransportError`` (and its chained aiohttp error)."""
+
+    async def handle(request: RawRequest) -> None:
+        head = request.head.split(b"\r\n")
+        (authorization,) = [line for line in head if line.lower().startswith(b"authorization")]
+        await request.connection.write(b"HTTP/1.1 2000 " + authorization + b"\r\n\r\n")
+
+    policy = RetryPolicy(backoff_base=0.001, backoff_cap=0.001)
+    async with KeepAliveServer(handle) as server, client(server.url, retry=policy) as store:
+        with pytest.raises(OutcomeUnknownError) as raised:
+            await store.consume(ConsumeRequest.for_item(USER, "item-1"), attempts=2)
+    error = raised.value
+    assert error.last_error is not None
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [error, error.last_error]
+    while todo:
+        item = todo.pop()
+        if item is not None and item not in chain:
+            chain.append(item)
+            todo += [item.__cause__, item.__context__]
+    assert any(type(item).__module__.startswith("aiohttp") for item in chain)
+    for item in chain:
+        assert_clean(all_text(item) if isinstance(item, StoreError) else repr(item) + str(item))
+    assert "Bearer <redacted>" in str(error.last_error)
+
+
+async def test_a_key_renewal_echoed_keeps_neither_the_token_nor_the_key() -> None:
+    """The renewal carries the access token in its body (``serviceTicket``) with the key."""
+    async with emulator() as emu:
+        old_key = emu.mint_store_id_key("user-1", "purchase")
+    async with echoing(400, "Bad Request") as server, client(server.url) as store:
+        with pytest.raises(InvalidRequestError) as raised:
+            await store.renew_store_id_key(old_key)
+    (request,) = server.requests
+    assert TOKEN.encode() in request.body
+    assert old_key.encode() in request.body
+    text = all_text(raised.value)
+    assert_clean(text)
+    for fragment in (old_key, old_key[-20:], old_key.split(".")[1][:14]):
+        assert fragment not in text
+    assert str(raised.value).startswith("HTTP 400: Bad beneficiary in ")
