@@ -312,3 +312,44 @@ async def test_a_key_renewal_echoed_keeps_neither_the_token_nor_the_key() -> Non
     for fragment in (old_key, old_key[-20:], old_key.split(".")[1][:14]):
         assert fragment not in text
     assert str(raised.value).startswith("HTTP 400: Bad beneficiary in ")
+
+
+@pytest.mark.parametrize("verbosity", [(), ("-v",)], ids=["default", "verbose"])
+def test_a_failing_credential_shows_a_typed_message_not_its_own_text(
+    tmp_path: Path, verbosity: tuple[str, ...]
+) -> None:
+    """``fulfill`` with azure-identity's ``DefaultAzureCredential`` whose token request fails
+    (a wrong client secret, against the emulator's Entra ID endpoint over TLS): the output
+    names the failure by type; azure-identity's own text (its warning log, the service's
+    ``AADSTS`` description, which may quote the request) stays out of it."""
+    import os
+    import subprocess
+
+    from tests.test_cli_fulfill import EmulatorThread
+
+    wrong_secret = "wrong-secret-" + "Qq7Rr8Ss9Tt0" * 3
+    source, journal, report = tmp_path / "in.jsonl", tmp_path / "j.sqlite", tmp_path / "r.json"
+    _input(source)
+    with EmulatorThread(tls=True) as running:
+        emulator = running.emulator
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("AZURE_", "STORE_ASYNC_", "SSL_CERT_"))
+        }
+        env.update(
+            AZURE_TENANT_ID=emulator.tenant_id,
+            AZURE_CLIENT_ID=emulator.client_id,
+            AZURE_CLIENT_SECRET=wrong_secret,
+            AZURE_AUTHORITY_HOST=emulator.authority,
+        )
+        command = [sys.executable, "-c", CLI, "fulfill", str(source), "--journal", str(journal)]
+        command += ["--endpoint", emulator.url, "--no-progress", "--ca-file", emulator.ca_file]
+        command += ["--report", str(report), *verbosity]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr + report.read_text()
+    assert wrong_secret not in output
+    assert wrong_secret[:14] not in output
+    assert "AADSTS" not in output, output
+    assert "DefaultAzureCredential failed" not in output, output
+    assert "(ClientAuthenticationError)" in output, output
