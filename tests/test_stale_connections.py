@@ -155,7 +155,10 @@ def _request_of(requests: list[ConsumeRequest], raw: RawRequest) -> ConsumeReque
 
 async def _journal_done(journal: Path, count: int, timeout: float = 60.0) -> None:
     """Until ``count`` rows of the journal are done: the client has read their answers and
-    released their connections to the pool (it journals after the call returns)."""
+    released their connections to the pool (it journals after the call returns). Polled: the
+    journal is the only sign a separate ``fulfill`` process gives of what it has read, and
+    only a stray written *after* that read tests the pool (one written before it is caught
+    by aiohttp when the connection is released)."""
 
     def done() -> bool:
         if not journal.exists():
