@@ -33,12 +33,14 @@ import orjson
 from store_async.errors import InnerError, OutcomeUnknownError, ServiceError, StoreError
 from store_async.models.refunds import redact_sas
 
-__all__ = ["MIN_FRAGMENT", "REDACTED", "body_secrets", "scrub_error", "scrub_text"]
+__all__ = ["MIN_FRAGMENT", "MIN_SECRET", "REDACTED", "body_secrets", "scrub_error", "scrub_text"]
 
 REDACTED: Final = "<redacted>"
 MIN_FRAGMENT: Final = 12
 """A run this long that starts like a secret is taken for a cut-short echo of it."""
-_MIN_SECRET: Final = 8  # shorter values (test tokens aside, none is real) match whole only
+MIN_SECRET: Final = 8
+"""Shorter values are no credential (tokens and keys run to hundreds of characters, a SAS
+signature to 44): they are not looked for, since removing every ``u`` would mangle the text."""
 _DOTNET_ESCAPED: Final = {c: f"\\u{ord(c):04X}" for c in "+&<>'\"`"}
 _CHAIN_DEPTH: Final = 8
 
@@ -63,7 +65,7 @@ def _variants(secret: str) -> set[str]:
 def _forms(secrets: Iterable[str | None]) -> tuple[str, ...]:
     forms: set[str] = set()
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET:
             forms |= _variants(secret)
     # Longest first: a form that contains another is removed whole.
     return tuple(sorted(forms, key=len, reverse=True))
@@ -71,9 +73,6 @@ def _forms(secrets: Iterable[str | None]) -> tuple[str, ...]:
 
 def _scrub(text: str, forms: tuple[str, ...]) -> str:
     for form in forms:
-        if len(form) < _MIN_SECRET:
-            text = text.replace(form, REDACTED)
-            continue
         head = form[:MIN_FRAGMENT]
         start = text.find(head)
         while start >= 0:

@@ -119,6 +119,9 @@ def test_the_scrubber_removes_each_echoed_form_and_keeps_the_rest() -> None:
         "https://acct.queue.core.windows.net/refunds?sv=2021-08-06&sig=<redacted>&se=2030 f"
     )
     assert scrub_text("nothing secret here, sig", [TOKEN]) == "nothing secret here, sig"
+    # A value under MIN_SECRET characters is no credential: not looked for (no mangled text).
+    assert scrub_text("AuthenticationTokenInvalid", ["u", "Token"]) == "AuthenticationTokenInvalid"
+    assert scrub_text("key=abcdefgh.", ["abcdefgh"]) == "key=<redacted>."
 
 
 async def test_an_echoed_request_leaves_no_secret_in_the_error() -> None:
