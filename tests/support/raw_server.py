@@ -1,5 +1,8 @@
-"""A TCP server for answers no well-behaved HTTP server would give (cut bodies, lying lengths,
-bogus status lines): the emulator's ``RawAnswer`` covers what aiohttp can still send."""
+"""TCP servers for answers no well-behaved HTTP server would give (cut bodies, lying lengths,
+bogus status lines, answers nobody asked for on an idle keep-alive connection): the emulator's
+``RawAnswer`` covers what aiohttp can still send. :class:`RawServer` reads one request per
+connection; :class:`KeepAliveServer` serves many per connection, each answer scripted by the
+test."""
 
 from __future__ import annotations
 
