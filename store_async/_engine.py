@@ -25,6 +25,7 @@ from store_async._budget import RetryBudget
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
+from store_async._secrets import scrub_attempt_error
 from store_async._transport import ConnectionSlots, Transport
 from store_async.errors import (
     AuthenticationError,
@@ -166,6 +167,7 @@ class Engine:
                         slots.give()
                     result = route.parse(answer, 1, context)
                 except StoreError as error:
+                    scrub_attempt_error(error, token, body, route.secret_fields)
                     if isinstance(error, AuthenticationError):
                         self._judge_401(error, token, started)
                     call = Call(
@@ -255,6 +257,7 @@ class Engine:
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
+                scrub_attempt_error(error, token, body, route.secret_fields)
                 if user is not None:
                     self._answered(user, stamp, error)
                 if isinstance(error, AuthenticationError):
