@@ -11,8 +11,9 @@ Group commit
     commits at most every ``commit_interval`` seconds (default 20 ms): each commit costs an
     ``fsync`` and writes every page it touched whole to the WAL (caller keys land all over the
     key index), so fuller commits cost less per row: at 2,000 lines/s, 20 ms instead of 5 ms
-    halved the writer's CPU per line. The Fulfiller claims ``2 × concurrency`` rows ahead of its
-    workers, so no send waits for it. A claim still settles only once it is committed.
+    cut the writer's CPU per line from 28-31 to 16-26 µs. The Fulfiller claims
+    ``2 × concurrency`` rows ahead of its workers, so no send waits for it. A claim still
+    settles only once it is committed.
 
 Durability (``synchronous``)
     An intent row must be durable before its request is sent: if it were lost after the send, a
