@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -73,6 +74,9 @@ RESERVED_HEADERS: Final = frozenset(
 """Request headers the client owns: a caller's ``headers=`` may not set them (ValidationError)
 and a hook's added headers naming them are dropped."""
 _CV: Final = "MS-CV"
+# What a server's MS-CV must look like to be kept (as ``server_cv``): a server that echoes
+# anything else there (a token, a key) must not get it into errors, events or journals.
+_CV_SHAPE: Final = re.compile(r"[A-Za-z0-9+/]{16,22}(?:\.[0-9]{1,10}){0,40}")
 
 
 def _headers(values: dict[str, str]) -> Headers:
@@ -85,7 +89,7 @@ def _stamp(error: StoreError, cv: str) -> None:
     server = error.cv
     if server != cv:
         if server is not None:
-            error.server_cv = server
+            error.server_cv = server if _CV_SHAPE.fullmatch(server) else None
         error.cv = cv
 
 
@@ -493,6 +497,8 @@ class Engine:
         if hooks is not None:
             status, answer_headers, _ = answer
             server_cv = answer_headers.get(_CV)
+            if server_cv is not None and (server_cv == cv or not _CV_SHAPE.fullmatch(server_cv)):
+                server_cv = None
             hooks.attempt_finished(
                 AttemptFinished(
                     operation=route.name,
@@ -510,7 +516,7 @@ class Engine:
                     request_id=answer_headers.get("MS-RequestId"),
                     cv=cv,
                     retry_budget=self._budget.tokens,
-                    server_cv=server_cv if server_cv != cv else None,
+                    server_cv=server_cv,
                 )
             )
         return result
