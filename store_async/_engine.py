@@ -24,7 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from store_async._auth import TokenCache
 from store_async._budget import RetryBudget
-from store_async._cv import CvSource, check_client_request_id
+from store_async._cv import check_client_request_id, first_vectors
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
@@ -204,7 +204,7 @@ class Engine:
         self._ok_sent_at = _NEVER  # when the latest success with the header token was sent
         self._last_token_drop = _NEVER
         self._json_headers = self._bare_headers = self._token_body_headers
-        self._cvs = CvSource()
+        self._cvs = first_vectors()
         self._call_ids = itertools.count(1)
 
     @property
@@ -248,7 +248,7 @@ class Engine:
             if token is not None and slots.try_take():
                 if token is not self._header_token:
                     self._set_headers(token)
-                cv = self._cvs.first()
+                cv = next(self._cvs)
                 sent = (self._json_headers if body is not None else self._bare_headers).copy()
                 sent.add(_CV, cv)
                 try:
@@ -301,7 +301,7 @@ class Engine:
         seconds = self._timeout if timeout is None else _checks.seconds(timeout, "timeout")
         max_attempts = self._policy.attempts if attempts is None else _checks.attempts(attempts)
         base = (
-            self._cvs.base()
+            next(self._cvs)[:-2]  # the base: ".1" off
             if client_request_id is None
             else check_client_request_id(client_request_id)
         )

@@ -584,3 +584,23 @@ async def test_a_caller_that_handles_every_error_at_60_percent_faults_sees_nothi
     assert ok + failed == 300
     assert failed > 10  # errors happened, were raised, and handled
     assert stderr == b""
+
+
+# -- the vectors themselves ---------------------------------------------------------------------
+
+
+def test_first_vectors_are_unique_cv_v2_bases_across_the_counter_s_carries() -> None:
+    from store_async._cv import first_vectors
+
+    one, other = first_vectors(), first_vectors()
+    vectors = [next(one) for _ in range(3 * 256 + 5)]
+    assert len(set(vectors)) == len(vectors)
+    for vector in vectors:
+        base, suffix = vector[:-2], vector[-2:]
+        assert suffix == ".1"
+        assert CV_BASE.fullmatch(base)
+        assert len(base64.b64decode(base + "==", validate=True)) == 16
+    # 72 random bits per source: another client's bases share no prefix with these.
+    assert next(other)[:12] != vectors[0][:12]
+    # Consecutive calls differ in the counter only; the 256th carries into the prefix.
+    assert vectors[0][:20] == vectors[255][:20] != vectors[256][:20]
