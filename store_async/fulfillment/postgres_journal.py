@@ -907,7 +907,7 @@ def _journal_row(values: Any) -> JournalRow:
     if error_type is not None:
         failure = FailureInfo(
             error_type=error_type, status=status, code=code, inner_code=inner_code,
-            message=message or "",
+            message=message or "", cv=cv,
         )  # fmt: skip
     return JournalRow(
         key=key,
