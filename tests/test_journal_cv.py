@@ -75,3 +75,13 @@ async def test_postgres_journal_and_fleet_report_carry_the_sent_cv_of_a_refused_
     assert row.failure.cv == refused.cv
     (listed,) = fleet.report.failures
     assert listed.to_dict()["cv"] == refused.cv
+    # A later run lists the row as failed in an earlier run, with the same vector.
+    async with (
+        emulator() as fake,
+        StoreClient(fake.credential(), endpoints=fake.endpoints) as store,
+        PostgresJournal(postgres_dsn, worker_id="w2") as journal,
+    ):
+        again = await FleetWorker(store, journal, concurrency=1, poll=0.01).run(items(3))
+    (earlier,) = again.report.failures
+    assert earlier.previously
+    assert earlier.failure.cv == refused.cv
