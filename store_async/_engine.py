@@ -413,6 +413,7 @@ class Engine:
                 headers.extend(call.extra_headers)
             hooks = self._hooks
             url = route.url
+            url_text, address, port = route.http_identity
             if hooks is not None:
                 call.attempts_started += 1
                 added: dict[str, str] = {}
@@ -424,9 +425,9 @@ class Engine:
                         attempt=number,
                         cv=cv,
                         method=route.method,
-                        url=str(url),
-                        server_address=url.host or "",
-                        server_port=url.port or 0,
+                        url=url_text,
+                        server_address=address,
+                        server_port=port,
                         headers=added,
                     )
                 )
@@ -455,9 +456,9 @@ class Engine:
                             call_id=call.call_id,
                             attempt=number,
                             method=route.method,
-                            url=str(url),
-                            server_address=url.host or "",
-                            server_port=url.port or 0,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
                             duration=clock() - started,
                             status=error.status,
                             error=error,
@@ -478,9 +479,9 @@ class Engine:
                             call_id=call.call_id,
                             attempt=number,
                             method=route.method,
-                            url=str(url),
-                            server_address=url.host or "",
-                            server_port=url.port or 0,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
                             duration=clock() - started,
                             status=None,
                             error=None,
@@ -509,9 +510,9 @@ class Engine:
                     call_id=call.call_id,
                     attempt=number,
                     method=route.method,
-                    url=str(url),
-                    server_address=url.host or "",
-                    server_port=url.port or 0,
+                    url=url_text,
+                    server_address=address,
+                    server_port=port,
                     duration=clock() - started,
                     status=status,
                     error=None,
