@@ -4,6 +4,13 @@
 frozen record (:class:`AttemptStarted`, :class:`AttemptFinished`) that never carries a secret.
 """
 
+from store_async.instrumentation._adapters import opentelemetry, prometheus
 from store_async.instrumentation._hooks import AttemptFinished, AttemptStarted, ClientHooks
 
-__all__ = ["AttemptFinished", "AttemptStarted", "ClientHooks"]
+__all__ = [
+    "AttemptFinished",
+    "AttemptStarted",
+    "ClientHooks",
+    "opentelemetry",
+    "prometheus",
+]
