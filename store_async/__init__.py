@@ -111,7 +111,16 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs
         AttemptStarted as AttemptStarted,
     )
     from store_async.instrumentation import (
+        CallFinished as CallFinished,
+    )
+    from store_async.instrumentation import (
+        CallStarted as CallStarted,
+    )
+    from store_async.instrumentation import (
         ClientHooks as ClientHooks,
+    )
+    from store_async.instrumentation import (
+        combine_hooks as combine_hooks,
     )
     from store_async.models import (
         ClientContext as ClientContext,
@@ -191,6 +200,9 @@ _ORIGINS: dict[str, str] = {
     "AttemptFinished": "store_async.instrumentation",
     "AttemptStarted": "store_async.instrumentation",
     "ClientHooks": "store_async.instrumentation",
+    "CallFinished": "store_async.instrumentation",
+    "CallStarted": "store_async.instrumentation",
+    "combine_hooks": "store_async.instrumentation",
     "StoreIdKey": "store_async.store_id_key",
     "StoreIdKeyKind": "store_async.store_id_key",
 }
@@ -240,6 +252,8 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthenticationError",
+    "CallFinished",
+    "CallStarted",
     "ClientContext",
     "ClientHooks",
     "CollectionItem",
@@ -286,6 +300,7 @@ __all__ = [
     "UserIdentity",
     "ValidationError",
     "__version__",
+    "combine_hooks",
 ]
 
 
