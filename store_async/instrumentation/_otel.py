@@ -159,7 +159,7 @@ class _OtelHooks:
                 if status is not None:
                     span.set_attribute("http.response.status_code", status)
                 if error is not None:
-                    span.set_attribute("error.type", error_type)  # type: ignore[arg-type]
+                    span.set_attribute("error.type", error_type)
                     span.set_attribute("store.failure_kind", error.kind.value)
                     span.set_status(_ERROR)
                 if event.correlation_id is not None:
