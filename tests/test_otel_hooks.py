@@ -17,24 +17,17 @@ from opentelemetry.trace import SpanKind, StatusCode
 from store_async.errors import (
     FailureKind,
     OutcomeUnknownError,
-    ServiceUnavailableError,
-    StoreError,
     ThrottledError,
     TransportError,
     ValidationError,
 )
 from store_async.instrumentation import (
-    AttemptFinished,
-    AttemptStarted,
-    CallFinished,
-    CallStarted,
     ClientHooks,
     opentelemetry,
 )
 from store_async.instrumentation._semconv import safe_url
+from tests.support.events import URL, attempt, attempt_end, finished, started, unavailable
 from tests.support.otel import Telemetry, points
-
-URL = "http://127.0.0.1:8081/v6.0/collections/consume"
 
 
 @pytest.fixture
@@ -44,87 +37,12 @@ def tel() -> Iterator[Telemetry]:
     made.shutdown()
 
 
-def started(call_id: int = 7, cv_base: str = "cvbase", key: str | None = "k-1") -> CallStarted:
-    return CallStarted(
-        operation="consume",
-        idempotency_key=key,
-        call_id=call_id,
-        cv_base=cv_base,
-        client_request_id=None,
-    )
-
-
-def attempt(number: int, call_id: int = 7, cv_base: str = "cvbase") -> AttemptStarted:
-    return AttemptStarted(
-        operation="consume",
-        idempotency_key="k-1",
-        call_id=call_id,
-        attempt=number,
-        cv=f"{cv_base}.{number}",
-        method="POST",
-        url=URL,
-        server_address="127.0.0.1",
-        server_port=8081,
-        headers={},
-    )
-
-
-def attempt_end(
-    number: int,
-    status: int | None,
-    error: StoreError | None = None,
-    call_id: int = 7,
-    cv_base: str = "cvbase",
-) -> AttemptFinished:
-    return AttemptFinished(
-        operation="consume",
-        idempotency_key="k-1",
-        call_id=call_id,
-        attempt=number,
-        method="POST",
-        url=URL,
-        server_address="127.0.0.1",
-        server_port=8081,
-        duration=0.25 * number,
-        status=status,
-        error=error,
-        correlation_id=f"corr-{number}",
-        request_id=f"req-{number}",
-        cv=f"{cv_base}.{number}",
-        retry_budget=9.0 - number,
-    )
-
-
-def finished(
-    attempts: int,
-    error: StoreError | None = None,
-    cancelled: bool = False,
-    call_id: int = 7,
-    cv_base: str = "cvbase",
-) -> CallFinished:
-    return CallFinished(
-        operation="consume",
-        idempotency_key="k-1",
-        call_id=call_id,
-        cv_base=cv_base,
-        client_request_id=None,
-        attempts=attempts,
-        duration=1.0,
-        error=error,
-        cancelled=cancelled,
-    )
-
-
 def open_calls(hooks: ClientHooks) -> dict[Any, Any]:
     """The adapter's table of open calls (white box: the leak checks read it)."""
     owner = getattr(hooks.on_call_start, "__self__", None)
     assert owner is not None
     table: dict[Any, Any] = owner._calls
     return table
-
-
-def unavailable() -> ServiceUnavailableError:
-    return ServiceUnavailableError("503 from the Store", status=503)
 
 
 def test_a_retried_call_is_one_internal_span_with_a_client_span_per_attempt(
