@@ -15,13 +15,15 @@ count, an operation whose access token travels in its body, retries — goes thr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from store_async._auth import TokenCache
 from store_async._budget import RetryBudget
+from store_async._cv import CvSource, check_client_request_id
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
@@ -34,7 +36,13 @@ from store_async.errors import (
     TransportError,
     ValidationError,
 )
-from store_async.instrumentation._hooks import AttemptFinished, AttemptStarted, ClientHooks
+from store_async.instrumentation._hooks import (
+    AttemptFinished,
+    AttemptStarted,
+    CallFinished,
+    CallStarted,
+    ClientHooks,
+)
 from store_async.models import _checks
 from store_async.pacing import UserPacer, user_of
 
@@ -51,10 +59,85 @@ storm."""
 Headers = CIMultiDictProxy[str]
 """Prebuilt request headers: aiohttp copies a multidict without converting it first."""
 NOT_OPEN: Final = "the StoreClient is not open: use `async with StoreClient(...) as store:`"
+RESERVED_HEADERS: Final = frozenset(
+    (
+        "authorization",
+        "content-type",
+        "content-length",
+        "host",
+        "ms-cv",
+        "transfer-encoding",
+        "user-agent",
+    )
+)
+"""Request headers the client owns: a caller's ``headers=`` may not set them (ValidationError)
+and a hook's added headers naming them are dropped."""
+_CV: Final = "MS-CV"
 
 
 def _headers(values: dict[str, str]) -> Headers:
     return CIMultiDictProxy(CIMultiDict(values))
+
+
+def _stamp(error: StoreError, cv: str) -> None:
+    """Make ``error.cv`` the vector we sent; keep the server's own, if it differs, as
+    ``server_cv`` (idempotent: an error stamped once is left alone)."""
+    server = error.cv
+    if server != cv:
+        if server is not None:
+            error.server_cv = server
+        error.cv = cv
+
+
+def check_headers(headers: object) -> tuple[tuple[str, str], ...] | None:
+    """A caller's per-call ``headers=``, checked once per call.
+
+    :raises ValidationError: not a mapping of strings, a name that is not an HTTP token, a
+        value with a control character, or a header the client sets itself
+        (:data:`RESERVED_HEADERS`).
+    """
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise ValidationError(
+            f"headers must be a mapping of header names to values, not {type(headers).__name__}"
+        )
+    pairs = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or not _TOKEN.issuperset(name):
+            raise ValidationError(f"headers: {name!r} is not a valid HTTP header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValidationError(
+                f"headers: {name} is set by the client itself and cannot be given per call "
+                f"(reserved: Authorization, Content-Type, Content-Length, Host, MS-CV, "
+                f"Transfer-Encoding, User-Agent; pass client_request_id= to set MS-CV's base)"
+            )
+        if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
+            raise ValidationError(f"headers: the value of {name} must be a printable string")
+        pairs.append((name, value))
+    return tuple(pairs) or None
+
+
+_TOKEN: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+def _merge_added(headers: CIMultiDict[str], added: dict[str, str]) -> None:
+    """Headers a start hook added (``traceparent``...): they replace a caller's of the same
+    name; ours (:data:`RESERVED_HEADERS`) and malformed ones are dropped: a hook cannot fail a
+    call, nor change what the client owns."""
+    for name, value in added.items():
+        if (
+            isinstance(name, str)
+            and name
+            and _TOKEN.issuperset(name)
+            and name.lower() not in RESERVED_HEADERS
+            and isinstance(value, str)
+            and value.isascii()
+            and value.isprintable()
+        ):
+            headers[name] = value
 
 
 class Engine:
@@ -64,7 +147,9 @@ class Engine:
         "_bare",
         "_bare_headers",
         "_budget",
+        "_call_ids",
         "_clock",
+        "_cvs",
         "_header_token",
         "_hooks",
         "_json_headers",
@@ -115,6 +200,8 @@ class Engine:
         self._ok_sent_at = _NEVER  # when the latest success with the header token was sent
         self._last_token_drop = _NEVER
         self._json_headers = self._bare_headers = self._token_body_headers
+        self._cvs = CvSource()
+        self._call_ids = itertools.count(1)
 
     @property
     def budget(self) -> RetryBudget:
@@ -137,6 +224,8 @@ class Engine:
         context: Any,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> T:
         """Run one call: the first attempt bare when it can be, the rest under tenacity."""
         started = self._clock()
@@ -146,6 +235,8 @@ class Engine:
             and transport is not None
             and timeout is None
             and attempts is None
+            and headers is None
+            and client_request_id is None
             and route.token_body is None
         ):
             token = self._tokens.fresh_token()
@@ -153,19 +244,19 @@ class Engine:
             if token is not None and slots.try_take():
                 if token is not self._header_token:
                     self._set_headers(token)
+                cv = self._cvs.first()
+                sent = (self._json_headers if body is not None else self._bare_headers).copy()
+                sent.add(_CV, cv)
                 try:
                     try:
                         answer = await transport.send(
-                            route.method,
-                            route.url,
-                            self._json_headers if body is not None else self._bare_headers,
-                            body,
-                            self._timeout,
+                            route.method, route.url, sent, body, self._timeout
                         )
                     finally:
                         slots.give()
                     result = route.parse(answer, 1, context)
                 except StoreError as error:
+                    _stamp(error, cv)
                     if isinstance(error, AuthenticationError):
                         self._judge_401(error, token, started)
                     call = Call(
@@ -176,13 +267,16 @@ class Engine:
                         context,
                         started + self._timeout,
                         self._policy.attempts,
+                        cv[:-2],  # the base: ".1" off
                     )
                     result = await call.retry(error)
                 else:
                     self._ok_sent_at = started
                 self._budget.deposit()
                 return result
-        return await self._call(route, body, key, context, started, timeout, attempts)
+        return await self._call(
+            route, body, key, context, started, timeout, attempts, headers, client_request_id
+        )
 
     async def _call(
         self,
@@ -193,23 +287,90 @@ class Engine:
         started: float,
         timeout: float | None,
         attempts: int | None,
+        headers: Mapping[str, str] | None,
+        client_request_id: str | None,
     ) -> T:
-        """The general path: one :class:`Call`, its first attempt, then retries if needed."""
+        """The general path: one :class:`Call`, its first attempt, then retries if needed;
+        call events around it when hooks are set."""
         if self.transport is None:
             raise ValidationError(NOT_OPEN)
         seconds = self._timeout if timeout is None else _checks.seconds(timeout, "timeout")
         max_attempts = self._policy.attempts if attempts is None else _checks.attempts(attempts)
-        call = Call(self._retrier, route, body, key, context, started + seconds, max_attempts)
+        base = (
+            self._cvs.base()
+            if client_request_id is None
+            else check_client_request_id(client_request_id)
+        )
+        call = Call(
+            self._retrier,
+            route,
+            body,
+            key,
+            context,
+            started + seconds,
+            max_attempts,
+            base,
+            check_headers(headers),
+        )
+        hooks = self._hooks
+        if hooks is None:
+            try:
+                result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            except StoreError as error:
+                result = await call.retry(error)
+            self._budget.deposit()
+            return result
+        call.call_id = call_id = next(self._call_ids)
+        hooks.call_started(
+            CallStarted(
+                operation=route.name,
+                idempotency_key=key,
+                call_id=call_id,
+                cv_base=base,
+                client_request_id=client_request_id,
+            )
+        )
+        failure: StoreError | None = None
+        interrupted: str | None = None
         try:
-            result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            try:
+                result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            except StoreError as error:
+                result = await call.retry(error)
         except StoreError as error:
-            result = await call.retry(error)
+            failure = error
+            raise
+        except BaseException as error:  # cancelled (or a bug): the end event still fires
+            interrupted = type(error).__name__
+            raise
+        finally:
+            hooks.call_finished(
+                CallFinished(
+                    operation=route.name,
+                    idempotency_key=key,
+                    call_id=call_id,
+                    cv_base=base,
+                    client_request_id=client_request_id,
+                    attempts=call.attempts_started,
+                    duration=self._clock() - started,
+                    error=failure,
+                    interrupted=interrupted,
+                )
+            )
         self._budget.deposit()
         return result
 
     async def _attempt(self, call: Call[T], number: int, remaining: float) -> T:
         """Send once: token, connection slot, headers, send, parse. Raises a classified
-        :class:`StoreError`."""
+        :class:`StoreError` (its ``cv`` the vector this attempt sent, or would have)."""
+        cv = f"{call.cv_base}.{number}"
+        try:
+            return await self._send(call, number, cv, remaining)
+        except StoreError as error:
+            _stamp(error, cv)
+            raise
+
+    async def _send(self, call: Call[T], number: int, cv: str, remaining: float) -> T:
         transport = self.transport
         if transport is None:
             raise ValidationError("the StoreClient was closed during the call")
@@ -237,24 +398,44 @@ class Engine:
             body = call.body
             if route.token_body is not None:
                 body = route.token_body(token, call.context)
-                headers = self._token_body_headers
+                ours = self._token_body_headers
             else:
-                headers = self._bare_headers if body is None else self._json_headers
+                ours = self._bare_headers if body is None else self._json_headers
+            headers = ours.copy()
+            if call.extra_headers is not None:
+                headers.extend(call.extra_headers)
             hooks = self._hooks
-            started = sent_at = clock()
+            url = route.url
             if hooks is not None:
+                call.attempts_started += 1
+                added: dict[str, str] = {}
                 hooks.attempt_started(
-                    AttemptStarted(operation=route.name, idempotency_key=call.key, attempt=number)
+                    AttemptStarted(
+                        operation=route.name,
+                        idempotency_key=call.key,
+                        call_id=call.call_id,
+                        attempt=number,
+                        cv=cv,
+                        method=route.method,
+                        url=str(url),
+                        server_address=url.host or "",
+                        server_port=url.port or 0,
+                        headers=added,
+                    )
                 )
-                started = clock()
+                if added:
+                    _merge_added(headers, added)
+            headers.add(_CV, cv)
+            started = sent_at = clock()
             try:
                 try:
-                    answer = await transport.send(route.method, route.url, headers, body, remaining)
+                    answer = await transport.send(route.method, url, headers, body, remaining)
                 finally:
                     slots.give()
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
+                _stamp(error, cv)
                 if user is not None:
                     self._answered(user, stamp, error)
                 if isinstance(error, AuthenticationError):
@@ -264,13 +445,41 @@ class Engine:
                         AttemptFinished(
                             operation=route.name,
                             idempotency_key=call.key,
+                            call_id=call.call_id,
                             attempt=number,
+                            method=route.method,
+                            url=str(url),
+                            server_address=url.host or "",
+                            server_port=url.port or 0,
                             duration=clock() - started,
                             status=error.status,
                             error=error,
                             correlation_id=error.correlation_id,
                             request_id=error.request_id,
-                            cv=error.cv,
+                            cv=cv,
+                            retry_budget=self._budget.tokens,
+                            server_cv=error.server_cv,
+                        )
+                    )
+                raise
+            except BaseException as error:  # cancelled mid-attempt: its end event still fires
+                if hooks is not None:
+                    hooks.attempt_finished(
+                        AttemptFinished(
+                            operation=route.name,
+                            idempotency_key=call.key,
+                            call_id=call.call_id,
+                            attempt=number,
+                            method=route.method,
+                            url=str(url),
+                            server_address=url.host or "",
+                            server_port=url.port or 0,
+                            duration=clock() - started,
+                            status=None,
+                            error=None,
+                            cv=cv,
+                            retry_budget=self._budget.tokens,
+                            interrupted=type(error).__name__,
                         )
                     )
                 raise
@@ -283,17 +492,25 @@ class Engine:
             self._ok_sent_at = sent_at
         if hooks is not None:
             status, answer_headers, _ = answer
+            server_cv = answer_headers.get(_CV)
             hooks.attempt_finished(
                 AttemptFinished(
                     operation=route.name,
                     idempotency_key=call.key,
+                    call_id=call.call_id,
                     attempt=number,
+                    method=route.method,
+                    url=str(url),
+                    server_address=url.host or "",
+                    server_port=url.port or 0,
                     duration=clock() - started,
                     status=status,
                     error=None,
                     correlation_id=answer_headers.get("MS-CorrelationId"),
                     request_id=answer_headers.get("MS-RequestId"),
-                    cv=answer_headers.get("MS-CV"),
+                    cv=cv,
+                    retry_budget=self._budget.tokens,
+                    server_cv=server_cv if server_cv != cv else None,
                 )
             )
         return result

@@ -74,10 +74,16 @@ class CallFinished:
     duration: float
     """Seconds from the start event (the client's monotonic clock)."""
     error: StoreError | None
-    """The error raised to the caller; ``None`` on success *and* on cancellation (see
-    :attr:`cancelled`)."""
-    cancelled: bool = False
-    """The caller's task was cancelled during the call (``CancelledError`` propagated)."""
+    """The error raised to the caller; ``None`` on success *and* when the call was
+    interrupted (see :attr:`interrupted`)."""
+    interrupted: str | None = None
+    """The class name of an exception other than a :class:`StoreError` that ended the call:
+    ``"CancelledError"`` when the caller's task was cancelled; ``None`` otherwise."""
+
+    @property
+    def cancelled(self) -> bool:
+        """The caller's task was cancelled during the call."""
+        return self.interrupted == "CancelledError"
 
     @property
     def outcome(self) -> str:
@@ -85,7 +91,7 @@ class CallFinished:
         ``"ThrottledError"``, ... or ``"CancelledError"``."""
         if self.error is not None:
             return type(self.error).__name__
-        return "CancelledError" if self.cancelled else "ok"
+        return self.interrupted or "ok"
 
 
 @attrs.frozen(kw_only=True)
@@ -143,12 +149,23 @@ class AttemptFinished:
     retry_budget: float
     """Tokens left in the client's retry budget after this attempt."""
     server_cv: str | None = None
-    """The ``MS-CV`` the server answered with, when it sent one."""
+    """The ``MS-CV`` the server answered with, when it sent one other than :attr:`cv`."""
+    interrupted: str | None = None
+    """The class name of an exception other than a :class:`StoreError` that ended the attempt
+    (``"CancelledError"``: the caller's task was cancelled while it was in flight); then
+    ``status`` and ``error`` are ``None``."""
 
     @property
     def failure_kind(self) -> FailureKind | None:
-        """*not sent*, *maybe applied* or *answered*; ``None`` on success."""
+        """*not sent*, *maybe applied* or *answered*; ``None`` on success (or interrupted)."""
         return None if self.error is None else self.error.kind
+
+    @property
+    def outcome(self) -> str:
+        """``"ok"``, or the class name of the error (or interruption) that ended the attempt."""
+        if self.error is not None:
+            return type(self.error).__name__
+        return self.interrupted or "ok"
 
     @property
     def resend_count(self) -> int:
