@@ -149,7 +149,8 @@ class _OtelHooks:
     def attempt_finished(self, event: AttemptFinished) -> None:
         status = event.status
         error = event.error
-        error_type = None if error is None else type(error).__name__
+        # The error's class, or the interruption's (CancelledError): bounded values.
+        error_type = event.interrupted if error is None else type(error).__name__
         entry = self._calls.get(_call_key(event.call_id, event.cv.rpartition(".")[0]))
         span = None
         if entry is not None:
@@ -158,10 +159,11 @@ class _OtelHooks:
             if span.is_recording():
                 if status is not None:
                     span.set_attribute("http.response.status_code", status)
-                if error is not None:
+                if error_type is not None:
                     span.set_attribute("error.type", error_type)
-                    span.set_attribute("store.failure_kind", error.kind.value)
                     span.set_status(_ERROR)
+                if error is not None:
+                    span.set_attribute("store.failure_kind", error.kind.value)
                 if event.correlation_id is not None:
                     span.set_attribute("store.correlation_id", event.correlation_id)
                 if event.request_id is not None:
@@ -197,7 +199,7 @@ class _OtelHooks:
             return
         span: Span = entry[0]
         attempt: Span | None = entry[1]
-        if attempt is not None:  # cancelled mid-attempt: no attempt end event came
+        if attempt is not None:  # no attempt end event came (the engine always sends one)
             if attempt.is_recording():
                 attempt.set_attribute("error.type", outcome)
                 attempt.set_status(_ERROR)

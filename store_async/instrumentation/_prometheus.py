@@ -81,7 +81,7 @@ class _PrometheusMetrics:
     def attempt_finished(self, event: AttemptFinished) -> None:
         status = event.status
         error = event.error
-        error_type = None if error is None else type(error).__name__
+        error_type = event.interrupted if error is None else type(error).__name__
         key = (event.method, event.server_address, event.server_port, status, error_type)
         child = self.children.get(key)
         if child is None:

@@ -46,6 +46,7 @@ def attempt_end(
     error: StoreError | None = None,
     call_id: int = 7,
     cv_base: str = "cvbase",
+    interrupted: str | None = None,
 ) -> AttemptFinished:
     return AttemptFinished(
         operation="consume",
@@ -63,13 +64,14 @@ def attempt_end(
         request_id=f"req-{number}",
         cv=f"{cv_base}.{number}",
         retry_budget=9.0 - number,
+        interrupted=interrupted,
     )
 
 
 def finished(
     attempts: int,
     error: StoreError | None = None,
-    cancelled: bool = False,
+    interrupted: str | None = None,
     call_id: int = 7,
     cv_base: str = "cvbase",
 ) -> CallFinished:
@@ -82,7 +84,7 @@ def finished(
         attempts=attempts,
         duration=1.0,
         error=error,
-        cancelled=cancelled,
+        interrupted=interrupted,
     )
 
 

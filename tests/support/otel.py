@@ -36,9 +36,8 @@ class Telemetry:
         return tuple(self.spans_exporter.get_finished_spans())
 
     def metrics(self) -> MetricsData:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        return data
+        """What the reader collects now (empty when nothing was recorded)."""
+        return self.reader.get_metrics_data() or MetricsData(resource_metrics=[])
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
