@@ -156,18 +156,20 @@ class _OtelHooks:
         if entry is not None:
             span, entry[1] = entry[1], None
         if span is not None:
-            if span.is_recording():
+            if span.is_recording():  # one set_attributes: the SDK locks once per call
+                attributes: dict[str, Any] = {}
                 if status is not None:
-                    span.set_attribute("http.response.status_code", status)
+                    attributes["http.response.status_code"] = status
                 if error_type is not None:
-                    span.set_attribute("error.type", error_type)
+                    attributes["error.type"] = error_type
                     span.set_status(_ERROR)
                 if error is not None:
-                    span.set_attribute("store.failure_kind", error.kind.value)
+                    attributes["store.failure_kind"] = error.kind.value
                 if event.correlation_id is not None:
-                    span.set_attribute("store.correlation_id", event.correlation_id)
+                    attributes["store.correlation_id"] = event.correlation_id
                 if event.request_id is not None:
-                    span.set_attribute("store.request_id", event.request_id)
+                    attributes["store.request_id"] = event.request_id
+                span.set_attributes(attributes)
             span.end()
         # Metric attributes: bounded (method, server, status or error class): one dict each.
         label_key = (event.method, event.server_address, event.server_port, status, error_type)
@@ -205,10 +207,16 @@ class _OtelHooks:
                 attempt.set_status(_ERROR)
             attempt.end()
         if span.is_recording():
-            span.set_attribute("store.attempts", event.attempts)
-            span.set_attribute("store.outcome", outcome)
-            if outcome != "ok":
-                span.set_attribute("error.type", outcome)
+            if outcome == "ok":
+                span.set_attributes({"store.attempts": event.attempts, "store.outcome": outcome})
+            else:
+                span.set_attributes(
+                    {
+                        "store.attempts": event.attempts,
+                        "store.outcome": outcome,
+                        "error.type": outcome,
+                    }
+                )
                 span.set_status(_ERROR)
         span.end()
 
