@@ -265,6 +265,30 @@ def test_with_no_sdk_the_hooks_are_no_ops_that_still_forward_the_callers_trace()
     assert open_calls(hooks) == {}
 
 
+@pytest.mark.parametrize("with_baggage", [False, True])
+def test_with_no_sdk_and_no_caller_trace_attempts_are_skipped_but_metrics_kept(
+    tel: Telemetry, with_baggage: bool
+) -> None:
+    """The no-op tracer with nothing to forward: no span, no header (the propagator is the
+    costly part); the caller's baggage alone still travels."""
+    from opentelemetry import baggage, context
+
+    hooks = opentelemetry(trace.NoOpTracerProvider(), tel.meter_provider)
+    token = context.attach(baggage.set_baggage("tenant", "contoso")) if with_baggage else None
+    try:
+        hooks.call_started(started())
+        event = attempt(1)
+        hooks.attempt_started(event)
+        hooks.attempt_finished(attempt_end(1, 204))
+        hooks.call_finished(finished(1))
+    finally:
+        if token is not None:
+            context.detach(token)
+    assert event.headers == ({"baggage": "tenant=contoso"} if with_baggage else {})
+    assert open_calls(hooks) == {}
+    assert [p.count for p in points(tel.metrics(), "http.client.request.duration")] == [1]
+
+
 @pytest.mark.parametrize(
     ("url", "safe"),
     [

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import baggage, metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from store_async._version import __version__
@@ -69,7 +69,7 @@ class _OtelHooks:
 
     def __init__(self, tracer: trace.Tracer, meter: metrics.Meter) -> None:
         self._tracer = tracer
-        # (call_id, cv_base) -> [call span, open attempt span or None]; removed at call end.
+        # (call_id, cv_base) -> [call span, open attempt span or None, dark]; removed at call end.
         self._calls: dict[tuple[int, str], list[Any]] = {}
         self._names: dict[str, str] = {}
         self._labels: dict[tuple[str, str, int, int | None, str | None], dict[str, Any]] = {}
@@ -121,10 +121,16 @@ class _OtelHooks:
             attributes["store.client_request_id"] = event.client_request_id
         # No context given: the span's parent is whatever span is current in the caller's task.
         span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
-        self._calls[_call_key(event.call_id, event.cv_base)] = [span, None]
+        # Decided once per call: with no SDK (no-op tracer) and no trace or baggage from the
+        # caller, attempts have nothing to trace or propagate; the propagator alone would cost
+        # more than the rest of these hooks.
+        dark = not span.get_span_context().is_valid and not baggage.get_all()
+        self._calls[_call_key(event.call_id, event.cv_base)] = [span, None, dark]
 
     def attempt_started(self, event: AttemptStarted) -> None:
         entry = self._calls.get(_call_key(event.call_id, event.cv.rpartition(".")[0]))
+        if entry is not None and entry[2]:
+            return
         parent = trace.set_span_in_context(entry[0]) if entry is not None else None
         attributes: dict[str, Any] = {
             "http.request.method": event.method,
