@@ -18,9 +18,14 @@ public sub-modules.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from store_async._version import __version__
+
+# A library is quiet: without this, Python's last-resort handler would print our WARNING records
+# (a raising hook) on stderr when the application configured no logging.
+logging.getLogger("store_async").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs
     from store_async._auth import (

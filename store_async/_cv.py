@@ -4,10 +4,11 @@ Microsoft's Correlation Vector v2: a base of 22 base64 characters (128 bits; so 
 character carries only 2 bits and is one of ``A``, ``Q``, ``g``, ``w``), then dot-separated
 decimal elements; at most 127 characters in all. Microsoft support finds a request by it.
 
-A fresh base per call must cost next to nothing on the fast path, so a :class:`CvSource` (one per
-client) is 72 random bits, drawn once, followed by a 56-bit call counter: the counter's high 48
-bits are re-encoded once per 256 calls, its low 8 bits come from a table of ready strings. Bases
-are unique per client (the counter) and across clients and processes (the random bits).
+A fresh base per call must cost next to nothing on the fast path, so a client's bases
+(:func:`first_vectors`) are 72 random bits, drawn once, followed by a 56-bit call counter: the
+counter's high 48 bits are re-encoded once per 256 calls, its low 8 bits come from a table of
+ready strings. Bases are unique per client (the counter) and across clients and processes (the
+random bits).
 
 A caller's own ``client_request_id=`` becomes the base instead (:func:`check_client_request_id`):
 a CV base (16 or 22 base64 characters) optionally extended by elements (``<base>.3``, an incoming
@@ -16,18 +17,21 @@ request's vector), so the Store's vector continues the caller's.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from typing import Final
 
 from store_async.errors import ValidationError
 
-__all__ = ["MAX_CLIENT_REQUEST_ID", "CvSource", "check_client_request_id"]
+__all__ = ["MAX_CLIENT_REQUEST_ID", "check_client_request_id", "first_vectors"]
 
 _B64: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _LAST: Final = "AQgw"  # the 22nd character of a 128-bit base: its low 4 bits are padding
 _TAILS: Final = tuple(_B64[low >> 2] + _LAST[low & 3] for low in range(256))
 _FIRSTS: Final = tuple(tail + ".1" for tail in _TAILS)  # a first attempt's vector, ready-made
+_HIGH_MASK: Final = (1 << 48) - 1
 MAX_CLIENT_REQUEST_ID: Final = 120
 """Longest ``client_request_id``: the vector stays within the 127 characters of CV v2 with room
 for ``.<attempt>``."""
@@ -42,29 +46,21 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
-class CvSource:
-    """Fresh correlation-vector bases for one client's calls."""
+def _prefixes(random: str) -> Iterator[str]:
+    for high in itertools.count():
+        yield random + _encode(high & _HIGH_MASK, 8)
 
-    __slots__ = ("_count", "_prefix", "_random")
 
-    def __init__(self) -> None:
-        self._random = _encode(int.from_bytes(os.urandom(9)), 12)  # 72 bits
-        self._count = 0
-        self._prefix = ""
+def _firsts(prefix: str) -> Iterator[str]:
+    return map(prefix.__add__, _FIRSTS)
 
-    def first(self) -> str:
-        """A new call's base with ``.1`` appended: the first attempt's ``MS-CV`` (its base is
-        this without the last two characters)."""
-        count = self._count
-        self._count = count + 1
-        low = count & 255
-        if not low:
-            self._prefix = self._random + _encode(count >> 8, 8)
-        return self._prefix + _FIRSTS[low]
 
-    def base(self) -> str:
-        """A new call's base (22 characters)."""
-        return self.first()[:-2]
+def first_vectors() -> Iterator[str]:
+    """Fresh calls' first-attempt vectors (``<base>.1``), one per ``next()``: a base's 72
+    random bits are drawn here, once. ``next()`` runs in C but once per 256 calls (a plain
+    method call would cost several times more on the fast path)."""
+    random = _encode(int.from_bytes(os.urandom(9)), 12)
+    return itertools.chain.from_iterable(map(_firsts, _prefixes(random)))
 
 
 def check_client_request_id(value: object) -> str:

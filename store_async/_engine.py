@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -23,7 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from store_async._auth import TokenCache
 from store_async._budget import RetryBudget
-from store_async._cv import CvSource, check_client_request_id
+from store_async._cv import check_client_request_id, first_vectors
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
@@ -73,6 +74,9 @@ RESERVED_HEADERS: Final = frozenset(
 """Request headers the client owns: a caller's ``headers=`` may not set them (ValidationError)
 and a hook's added headers naming them are dropped."""
 _CV: Final = "MS-CV"
+# What a server's MS-CV must look like to be kept (as ``server_cv``): a server that echoes
+# anything else there (a token, a key) must not get it into errors, events or journals.
+_CV_SHAPE: Final = re.compile(r"[A-Za-z0-9+/]{16,22}(?:\.[0-9]{1,10}){0,40}")
 
 
 def _headers(values: dict[str, str]) -> Headers:
@@ -85,7 +89,7 @@ def _stamp(error: StoreError, cv: str) -> None:
     server = error.cv
     if server != cv:
         if server is not None:
-            error.server_cv = server
+            error.server_cv = server if _CV_SHAPE.fullmatch(server) else None
         error.cv = cv
 
 
@@ -200,7 +204,7 @@ class Engine:
         self._ok_sent_at = _NEVER  # when the latest success with the header token was sent
         self._last_token_drop = _NEVER
         self._json_headers = self._bare_headers = self._token_body_headers
-        self._cvs = CvSource()
+        self._cvs = first_vectors()
         self._call_ids = itertools.count(1)
 
     @property
@@ -244,7 +248,7 @@ class Engine:
             if token is not None and slots.try_take():
                 if token is not self._header_token:
                     self._set_headers(token)
-                cv = self._cvs.first()
+                cv = next(self._cvs)
                 sent = (self._json_headers if body is not None else self._bare_headers).copy()
                 sent.add(_CV, cv)
                 try:
@@ -297,7 +301,7 @@ class Engine:
         seconds = self._timeout if timeout is None else _checks.seconds(timeout, "timeout")
         max_attempts = self._policy.attempts if attempts is None else _checks.attempts(attempts)
         base = (
-            self._cvs.base()
+            next(self._cvs)[:-2]  # the base: ".1" off
             if client_request_id is None
             else check_client_request_id(client_request_id)
         )
@@ -493,6 +497,8 @@ class Engine:
         if hooks is not None:
             status, answer_headers, _ = answer
             server_cv = answer_headers.get(_CV)
+            if server_cv is not None and (server_cv == cv or not _CV_SHAPE.fullmatch(server_cv)):
+                server_cv = None
             hooks.attempt_finished(
                 AttemptFinished(
                     operation=route.name,
@@ -510,7 +516,7 @@ class Engine:
                     request_id=answer_headers.get("MS-RequestId"),
                     cv=cv,
                     retry_budget=self._budget.tokens,
-                    server_cv=server_cv if server_cv != cv else None,
+                    server_cv=server_cv,
                 )
             )
         return result
