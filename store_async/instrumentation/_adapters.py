@@ -28,7 +28,7 @@ def opentelemetry(
     One ``INTERNAL`` span ``StoreClient.<operation>`` per call (a child of the caller's current
     span), one ``CLIENT`` span per HTTP attempt (a child of it, propagated to the server in
     ``traceparent``), the histogram ``http.client.request.duration`` and the counters and gauge
-    of docs/guides/opentelemetry.md. Needs the ``otel`` extra (``opentelemetry-api``); the
+    of docs/guides/observability.md. Needs the ``otel`` extra (``opentelemetry-api``); the
     application configures the SDK and its exporters.
 
     :param tracer_provider: where spans go; ``None``: the global provider (also one set later).
