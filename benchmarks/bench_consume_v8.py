@@ -1,9 +1,9 @@
 """Loopback throughput of the v8 consume (200 with a body): raw aiohttp vs ``StoreClient``.
 
-A minimal aiohttp.web server answering ``POST /v8.0/collections/consume`` with 200 and
-``{newQuantity, itemId, trackingId, productId}`` (the tracking and product ids echoed) runs in its
-own process. In this process two clients post the same v8 bodies at concurrency 64, interleaved
-in rounds (order rotated each round):
+The benchmarks' server (``_consume_server.py``) answering ``POST /v8.0/collections/consume``
+with 200 and ``{newQuantity, itemId, trackingId, productId}`` (ids echoed) runs in its own process.
+In this process two clients post the same v8 bodies at concurrency 64, interleaved in rounds
+(order rotated each round):
 
 - ``raw``: ``aiohttp.ClientSession.post`` + ``orjson.dumps`` + a fixed bearer header, reading and
   parsing the answer with ``orjson.loads`` (the floor: no retries, no records);
@@ -23,73 +23,17 @@ import asyncio
 import multiprocessing
 import os
 import statistics
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from _consume_server import PATH_V8 as PATH
+from _consume_server import serve
+from bench_consume import CONCURRENCY, TOKEN, Send, measure
 
 from store_async import StaticTokenCredential, StoreClient
 from store_async.codec import dumps
 from store_async.endpoints import Endpoints
 from store_async.models import ConsumeRequest, UserIdentity
-
-PATH = "/v8.0/collections/consume"
-CONCURRENCY = 64
-TOKEN = "bench-token-" + "x" * 1200  # real Entra tokens are 1-2 KB
-Send = Callable[[int], Awaitable[None]]
-
-
-def serve(port_queue: Any) -> None:
-    """The server process: 200 with a v8 answer for every consume (the body is parsed)."""
-
-    async def consume(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        answer = {
-            "newQuantity": 7,
-            "itemId": "4b8fbb13127a41f299270ea668681c1d",
-            "trackingId": body["trackingId"],
-            "productId": body["productId"],
-        }
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(PATH, consume)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port_queue.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-async def measure(send: Send, requests: int) -> dict[str, float]:
-    latencies = [0.0] * requests
-    counter = iter(range(requests))
-
-    async def worker() -> None:
-        for index in counter:
-            started = time.perf_counter()
-            await send(index)
-            latencies[index] = time.perf_counter() - started
-
-    cpu = time.process_time()
-    wall = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    wall = time.perf_counter() - wall
-    cpu = time.process_time() - cpu
-    latencies.sort()
-    return {
-        "rps": requests / wall,
-        "p50": latencies[len(latencies) // 2] * 1e3,
-        "p99": latencies[int(len(latencies) * 0.99)] * 1e3,
-        "cpu": cpu / requests * 1e6,
-    }
 
 
 async def run(base: str, requests: int, rounds: int) -> None:

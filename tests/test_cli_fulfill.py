@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,6 @@ from store_async.cli import main
 from store_async.emulator import FaultPlan, StoreEmulator
 from store_async.fulfillment import (
     Fulfillment,
-    JournalError,
     JournalReader,
     RowState,
     SqliteJournal,
@@ -381,15 +379,21 @@ def test_journal_summary_and_export_of_failed_rows(
     )
 
 
-def wait_for_done(journal: Path, process: subprocess.Popen[bytes], at_least: int) -> bool:
-    """Poll the journal until ``at_least`` rows are done; False if the process ended first."""
-    while process.poll() is None:
-        try:
-            if journal_counts(journal)[RowState.DONE] >= at_least:
-                return True
-        except JournalError:
-            pass  # not created yet
-        time.sleep(0.01)  # a subprocess is being watched: poll, bounded by its own timeout
+def wait_for_requests(
+    emulator: EmulatorThread, process: subprocess.Popen[bytes], count: int
+) -> bool:
+    """Wait until the emulator has received ``count`` consumes in all (it wakes us as the
+    request arrives) or the process has ended, whichever comes first; True for the former."""
+    settled = threading.Event()
+    reached = asyncio.run_coroutine_threadsafe(
+        emulator.emulator.wait_for_requests(count), emulator._loop
+    )
+    reached.add_done_callback(lambda _: settled.set())
+    threading.Thread(target=lambda: (process.wait(), settled.set()), daemon=True).start()
+    settled.wait(600)
+    if reached.done():
+        return True
+    reached.cancel()
     return False
 
 
@@ -402,7 +406,7 @@ def test_sigterm_stops_cleanly_and_a_rerun_completes(tmp_path: Path) -> None:
             emulator, source, journal, "--report", str(report), "--grace", "30"
         )
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stopped_mid_run = wait_for_done(journal, process, 300)
+        stopped_mid_run = wait_for_requests(emulator, process, 300)
         process.send_signal(signal.SIGTERM)
         assert stopped_mid_run
         stdout, stderr = process.communicate(timeout=120)
@@ -433,16 +437,19 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
         source, journal = tmp_path / "in.jsonl", tmp_path / "journal"
         write_input(source, lines, v8_every=4)  # a quarter of the lines are v8 consumes
         command = fulfill_command(emulator, source, journal, "--no-progress", sync="full")
-        moments = sorted(random.Random(20_240_601).sample(range(1_000, lines - 1_000), 5))
+        # Each run is killed after a random number of its own consumes (5 x <= 3,500 < 20,000:
+        # no run can finish first).
+        moments = random.Random(20_240_601).sample(range(1_000, 3_500), 5)
         left_pending = []
         for moment in moments:
+            before = emulator.sync(lambda: emulator.emulator.stats.requests["consume"])
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            killed = wait_for_done(journal, process, moment)
+            killed = wait_for_requests(emulator, process, before + moment)
             process.kill()
             process.wait(timeout=60)
-            assert killed, f"the run ended before {moment} rows were done"
+            assert killed, f"the run ended before it sent {moment} consumes"
             left_pending.append(journal_counts(journal)[RowState.PENDING])
         # Every kill caught calls in flight: their intents were durable, their rows pending.
         assert all(pending > 0 for pending in left_pending), left_pending
@@ -463,7 +470,7 @@ def test_crash_test_sigkill_at_five_random_moments_then_exactly_once(tmp_path: P
         assert all(row.order_transactions for row in v8_rows)
         faults = emulator.sync(lambda: sum(emulator.emulator.stats.faults.values()))
         print(
-            f"killed at {moments} done rows, leaving {left_pending} pending; settled after "
+            f"killed after {moments} consumes, leaving {left_pending} pending; settled after "
             f"{reruns} more runs; {faults} injected faults; {lines} applied exactly once"
         )
 

@@ -154,6 +154,29 @@ async def test_hang_holds_requests_until_released_and_then_serves_them(
         assert emu.stats.faults_by_kind("consume") == {FaultKind.HANG: 2}
 
 
+async def test_wait_for_requests_wakes_at_the_chosen_request_and_leaves_no_watch(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with StoreEmulator(auto_create=True) as emu:
+        third = asyncio.create_task(emu.wait_for_requests(3))
+        cancelled = asyncio.create_task(emu.wait_for_requests(10))
+        for n in range(2):
+            assert (await consume(session, emu, consume_body(f"i{n}", f"{T1[:-1]}{n}")))[0] == 204
+        await asyncio.sleep(0)  # let the waiters run: two requests do not wake the first
+        assert not third.done()
+        assert (await consume(session, emu, consume_body("i2", f"{T1[:-1]}2")))[0] == 204
+        await third  # woken by the third request itself
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert emu.stats._watches == []  # a cancelled waiter leaves nothing behind
+        await emu.wait_for_requests(3)  # already reached: returns at once
+        with pytest.raises(ValidationError, match="unknown endpoint 'consum'"):
+            await emu.wait_for_requests(1, "consum")
+        with pytest.raises(ValidationError, match="count must be an int >= 0, got -1"):
+            await emu.wait_for_requests(-1)
+
+
 async def test_requests_still_hanging_when_the_emulator_stops_are_released(
     session: aiohttp.ClientSession,
 ) -> None:

@@ -24,7 +24,7 @@ from typing import Final, Literal
 from aiohttp import web
 
 from store_async.credentials import StaticTokenCredential
-from store_async.emulator.faults import FaultPlan, FaultSequence
+from store_async.emulator.faults import FaultPlan, FaultSequence, known_endpoints
 from store_async.emulator.keys import DEFAULT_KEY_LIFETIME, StoreIdKeys
 from store_async.emulator.ledger import Ledger
 from store_async.emulator.limits import UserLimits
@@ -256,6 +256,21 @@ class StoreEmulator(Seeding):
         """Let the requests held by ``HANG`` continue (they are then served as usual and may
         apply); returns how many were released. Later ``HANG`` decisions hold again."""
         return self._service.hanging.release()
+
+    async def wait_for_requests(self, count: int, endpoint: str = "consume") -> None:
+        """Return once ``endpoint`` has received ``count`` requests since the emulator started
+        (faulted ones included; the request wakes the waiter: no polling). Tests use it to act
+        at a chosen moment of a run, e.g. to SIGKILL a worker after its 1,000th consume.
+
+        :raises ValidationError: when ``count`` is not an int >= 0 or ``endpoint`` is unknown.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValidationError(f"count must be an int >= 0, got {count!r}")
+        if endpoint not in known_endpoints():
+            raise ValidationError(
+                f"unknown endpoint {endpoint!r}; known: {', '.join(known_endpoints())}"
+            )
+        await self.stats.wait_for_requests(count, endpoint)
 
     async def wait_released(self) -> None:
         """Return once every released request has been answered (its change applied or

@@ -199,7 +199,7 @@ class StoreService:
                 log.add(entry)
         decision = faults.decide(endpoint, key)
         if decision is None and entry is None:  # the common case, kept to one frame
-            self.stats.requests[endpoint] += 1
+            self.stats.counted(endpoint)
             try:
                 response = await handler(request)
             except ApiError as error:
@@ -222,7 +222,7 @@ class StoreService:
         decision: FaultKind | RawAnswer | None,
     ) -> web.StreamResponse:
         stats = self.stats
-        stats.requests[endpoint] += 1
+        stats.counted(endpoint)
         raw = None
         if isinstance(decision, RawAnswer):
             fault: FaultKind | None = FaultKind.RAW_ANSWER

@@ -195,12 +195,9 @@ class TrialData:
 
 
 @attrs.frozen(kw_only=True)
-class EntitlementItem:
-    """One entitlement (v9 ``publisherQuery`` item; also the common part of a v8 item).
-
-    ``quantity`` is the remaining balance of a consumable. Every field but ``product_id`` may
-    be missing.
-    """
+class _OwnedProduct:
+    """The fields a v8 license item and a v9 entitlement item share (one definition, so the two
+    records cannot drift apart). Every field but ``product_id`` may be missing."""
 
     product_id: str
     id: str | None = None
@@ -226,36 +223,24 @@ class EntitlementItem:
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     transaction_id: str | None = None
     trial_data: TrialData | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EntitlementItem(_OwnedProduct):
+    """One entitlement (v9 ``publisherQuery`` item).
+
+    ``quantity`` is the remaining balance of a consumable.
+    """
+
     recurrence_data: str | None = None
     """v9: a string (the id to use with the subscription calls)."""
 
 
 @attrs.frozen(kw_only=True)
-class LicenseItem:
+class LicenseItem(_OwnedProduct):
     """One license of the v8 ``b2bLicensePreview`` answer: the v9 fields plus the legacy,
     market and sharing ones; ``recurrence_data`` is an object in v8 (kept as parsed JSON)."""
 
-    product_id: str
-    id: str | None = None
-    sku_id: str | None = None
-    product_kind: str | None = None
-    status: str | None = None
-    quantity: int | None = None
-    acquired_date: datetime | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
-    modified_date: datetime | None = None
-    acquisition_type: str | None = None
-    beneficiary: Any = None
-    dev_offer_id: str | None = None
-    in_app_offer_token: str | None = None
-    local_ticket_reference: str | None = None
-    product_family: str | None = None
-    purchased_country: str | None = None
-    satisfied_by_product_ids: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    tags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    transaction_id: str | None = None
-    trial_data: TrialData | None = None
     recurrence_data: Any = None
     legacy_offer_instance_id: str | None = None
     legacy_product_id: str | None = None
