@@ -187,6 +187,31 @@ async def test_a_caller_cancelled_mid_attempt_leaves_both_spans_ended(
     assert post.parent.span_id == consume.context.span_id
 
 
+async def test_the_callers_client_request_id_is_the_call_spans_cv_base(
+    tel: Telemetry, beneficiary: UserIdentity
+) -> None:
+    incoming = "tul4NUsfs9Cl7mOf.3"  # a caller's own correlation vector, extended
+    async with (
+        emulator(FaultPlan(script={"consume": [FaultKind.HTTP_503, None]})) as emu,
+        StoreClient(
+            StaticTokenCredential(GOOD_TOKEN),
+            endpoints=emu.endpoints,
+            hooks=tel.hooks(),
+            sleep=no_wait,
+        ) as store,
+    ):
+        await store.consume(ConsumeRequest.for_item(beneficiary, "i"), client_request_id=incoming)
+        sent = [request.headers["MS-CV"] for request in emu.request_log]
+    first, second, call = tel.spans()
+    assert (call.attributes or {})["store.client_request_id"] == incoming
+    assert (call.attributes or {})["store.cv_base"] == incoming
+    assert sent == [f"{incoming}.1", f"{incoming}.2"]
+    assert [(s.attributes or {})["store.cv"] for s in (first, second)] == sent
+    for post in (first, second):
+        assert post.parent is not None
+        assert post.parent.span_id == call.context.span_id
+
+
 async def test_prometheus_counts_a_scripted_fault_sequence_exactly(
     beneficiary: UserIdentity,
 ) -> None:
