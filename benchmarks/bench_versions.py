@@ -19,7 +19,6 @@ drifts of a shared machine. Bounded: ``--requests`` per child and ``--rounds``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os

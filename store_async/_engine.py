@@ -3,13 +3,16 @@
 :meth:`Engine.call` takes ``(route, body, key, context)``. Its success path is what every
 consume pays, millions of times, so it does as little as possible: one clock read, the token
 cache's synchronous fast path, a connection slot taken without awaiting, headers prebuilt per
-token, one ``await`` of the transport, the route's parser, one budget deposit. No tenacity
-object, no call object, no closure, no logging call. What is fixed per client (hooks set or not)
-is decided once, at construction, not re-checked per call.
+token (copied once to add the call's ``MS-CV``, from a C-level iterator), one ``await`` of the
+transport, the route's parser, one budget deposit. No tenacity object, no call object, no
+closure, no logging call. What is fixed per client (hooks set or not) is decided once, at
+construction, not re-checked per call.
 
-Everything else — waiting for a token or a connection slot, hooks, a per-call timeout or attempt
-count, an operation whose access token travels in its body, retries — goes through one slotted
-:class:`~store_async._retry.Call` and :meth:`Engine._attempt`.
+Everything else — waiting for a token or a connection slot, hooks (call and attempt events), a
+per-call timeout, attempt count, ``headers=`` or ``client_request_id=``, an operation whose
+access token travels in its body, retries — goes through one slotted
+:class:`~store_async._retry.Call` and :meth:`Engine._attempt`. Every attempt sends
+``MS-CV: <base>.<attempt>``, and every error it raises carries that vector (``cv``).
 """
 
 from __future__ import annotations
@@ -410,6 +413,7 @@ class Engine:
                 headers.extend(call.extra_headers)
             hooks = self._hooks
             url = route.url
+            url_text, address, port = route.http_identity
             if hooks is not None:
                 call.attempts_started += 1
                 added: dict[str, str] = {}
@@ -421,9 +425,9 @@ class Engine:
                         attempt=number,
                         cv=cv,
                         method=route.method,
-                        url=str(url),
-                        server_address=url.host or "",
-                        server_port=url.port or 0,
+                        url=url_text,
+                        server_address=address,
+                        server_port=port,
                         headers=added,
                     )
                 )
@@ -452,9 +456,9 @@ class Engine:
                             call_id=call.call_id,
                             attempt=number,
                             method=route.method,
-                            url=str(url),
-                            server_address=url.host or "",
-                            server_port=url.port or 0,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
                             duration=clock() - started,
                             status=error.status,
                             error=error,
@@ -475,9 +479,9 @@ class Engine:
                             call_id=call.call_id,
                             attempt=number,
                             method=route.method,
-                            url=str(url),
-                            server_address=url.host or "",
-                            server_port=url.port or 0,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
                             duration=clock() - started,
                             status=None,
                             error=None,
@@ -506,9 +510,9 @@ class Engine:
                     call_id=call.call_id,
                     attempt=number,
                     method=route.method,
-                    url=str(url),
-                    server_address=url.host or "",
-                    server_port=url.port or 0,
+                    url=url_text,
+                    server_address=address,
+                    server_port=port,
                     duration=clock() - started,
                     status=status,
                     error=None,

@@ -70,7 +70,9 @@ class CallFinished:
     cv_base: str
     client_request_id: str | None
     attempts: int
-    """Attempts sent (or tried: a *not sent* failure counts); 0 when it ended before any."""
+    """Attempts started: one per :class:`AttemptStarted` event of the call (one that then
+    failed *not sent* counts); 0 when the call ended before any could start (no access token
+    or connection slot within its timeout)."""
     duration: float
     """Seconds from the start event (the client's monotonic clock)."""
     error: StoreError | None
