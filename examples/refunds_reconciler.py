@@ -30,7 +30,7 @@ import sys
 
 from store_async import StaticTokenCredential, StoreClient
 from store_async.endpoints import Endpoints
-from store_async.refunds import FeedEvent, RefundEventState, RefundFeed, SqliteRefundJournal
+from store_async.refunds import FeedEvent, RefundEventState, RefundFeed, open_refund_journal
 
 APP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS grants (
@@ -95,7 +95,7 @@ async def reconcile(store: StoreClient | None, journal_path: str, app_path: str)
     app.executescript(APP_SCHEMA)
     actions: dict[str, int] = {}
     try:
-        async with SqliteRefundJournal(journal_path) as journal:
+        async with await open_refund_journal(journal_path) as journal:
             async for refund in RefundFeed(store, journal):
                 action = apply(app, refund)
                 actions[action] = actions.get(action, 0) + 1
@@ -109,7 +109,9 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoint", required=True, help="the Store's base URL (an emulator)")
     parser.add_argument("--token", required=True, help="bearer access token")
-    parser.add_argument("--journal", required=True, help="refund journal file")
+    parser.add_argument(
+        "--journal", required=True, help="refund journal: a SQLite file or a postgresql:// DSN"
+    )
     parser.add_argument("--app", required=True, help="the application's SQLite database")
     args = parser.parse_args(argv)
     credential = StaticTokenCredential(args.token)

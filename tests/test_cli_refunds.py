@@ -135,7 +135,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def sync_command(emulator: EmulatorThread, journal: Path, *extra: str) -> list[str]:
+def sync_command(emulator: EmulatorThread, journal: Path | str, *extra: str) -> list[str]:
     return [
         *(sys.executable, "-c", CLI, "refunds", "sync", "--journal", str(journal)),
         *("--endpoint", emulator.emulator.url, "--token", TOKEN, "--no-progress", *extra),
@@ -159,7 +159,7 @@ def journal_events(journal: Path) -> int:
         return int(connection.execute("SELECT count(*) FROM refund_events").fetchone()[0])
 
 
-def export(journal: Path, *extra: str) -> list[dict[str, Any]]:
+def export(journal: Path | str, *extra: str) -> list[dict[str, Any]]:
     done = cli("refunds", "export", "--journal", str(journal), *extra)
     assert done.returncode == 0, done.stderr
     return [orjson.loads(line) for line in done.stdout.splitlines()]

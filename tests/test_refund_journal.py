@@ -1,7 +1,13 @@
-"""SqliteRefundJournal: once per event id, rejected messages kept whole, handled marks, files."""
+"""The refund journals: once per event id, rejected messages kept whole, handled marks.
+
+The protocol tests run against both journals (``journal_spec``: a SQLite file, or a fresh
+database of the real PostgreSQL test server), opened the way applications open them, with
+``open_refund_journal``; the file-specific refusals are SQLite's own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import pytest
 
 from store_async.fulfillment import SqliteJournal
 from store_async.refunds import (
+    PostgresRefundJournal,
     ReceivedMessage,
     RecordOutcome,
     RefundEventState,
@@ -17,8 +24,18 @@ from store_async.refunds import (
     RefundJournalError,
     SqliteRefundJournal,
     decode_message,
+    open_refund_journal,
 )
 from tests.test_refund_models import message, with_state
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a refund journal lives: a SQLite file path, or a PostgreSQL DSN."""
+    if request.param == "sqlite":
+        return str(tmp_path / "refunds.db")
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
 
 
 def received(text: str, message_id: str, dequeue_count: int = 1) -> ReceivedMessage:
@@ -35,9 +52,9 @@ def event_text(event_id: str, state: str = "Revoked", product: str = "9NBLGGH4R3
 
 
 async def test_each_event_id_is_recorded_once_and_copies_count_as_deliveries(
-    tmp_path: Path,
+    journal_spec: str,
 ) -> None:
-    async with SqliteRefundJournal(tmp_path / "refunds.db") as journal:
+    async with await open_refund_journal(journal_spec) as journal:
         outcomes = await journal.record(
             [
                 received(event_text("e-1"), "m-1"),
@@ -76,10 +93,9 @@ async def test_each_event_id_is_recorded_once_and_copies_count_as_deliveries(
 
 
 async def test_handled_marks_survive_reopening_and_filters_select_by_state(
-    tmp_path: Path,
+    journal_spec: str,
 ) -> None:
-    path = tmp_path / "refunds.db"
-    async with SqliteRefundJournal(path) as journal:
+    async with await open_refund_journal(journal_spec) as journal:
         await journal.record(
             [
                 received(event_text("e-1", "Revoked"), "m-1"),
@@ -91,7 +107,7 @@ async def test_handled_marks_survive_reopening_and_filters_select_by_state(
         assert await journal.mark_handled("e-1") is True
         assert await journal.mark_handled("e-1") is False  # once
         assert await journal.mark_handled("nope") is False
-    async with SqliteRefundJournal(path, create=False) as journal:
+    async with await open_refund_journal(journal_spec, create=False) as journal:
         unhandled = await journal.unhandled()
         assert [event.event_id for event in unhandled] == ["e-2", "e-3", "e-4"]
         assert [e.event_id for e in await journal.unhandled(after=unhandled[0].sequence)] == [
@@ -108,8 +124,8 @@ async def test_handled_marks_survive_reopening_and_filters_select_by_state(
         assert (counts.events, counts.handled, counts.unhandled) == (4, 1, 3)
 
 
-async def test_many_events_page_through_in_order(tmp_path: Path) -> None:
-    async with SqliteRefundJournal(tmp_path / "refunds.db", synchronous="normal") as journal:
+async def test_many_events_page_through_in_order(journal_spec: str) -> None:
+    async with await open_refund_journal(journal_spec, synchronous="normal") as journal:
         batch = [received(event_text(f"e-{n:04d}"), f"m-{n}") for n in range(1234)]
         assert set(await journal.record(batch)) == {RecordOutcome.RECORDED}
         ids = [event.event_id async for event in journal.events()]
@@ -142,9 +158,61 @@ async def test_files_that_are_not_refund_journals_are_refused_clearly(tmp_path: 
         SqliteRefundJournal(tmp_path / "x.db", synchronous="off")
 
 
-async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
-    journal = SqliteRefundJournal(tmp_path / "refunds.db")
+async def test_a_closed_journal_says_so(journal_spec: str) -> None:
+    journal = await open_refund_journal(journal_spec)
     await journal.close()
     await journal.close()  # twice is fine
     with pytest.raises(RefundJournalError, match="closed"):
         await journal.counts()
+
+
+async def test_two_journals_on_one_store_record_each_id_once_and_mark_it_once(
+    journal_spec: str,
+) -> None:
+    """Two syncers (and two consumers) sharing one file or one database: a copy of an event
+    received by each at once is recorded by exactly one of them; one handled mark wins."""
+    first = await open_refund_journal(journal_spec)
+    second = await open_refund_journal(journal_spec)
+    try:
+        ids = [f"e-{n:03d}" for n in range(96)]
+        # Overlapping batches, in opposite orders, 32 messages each (a receive's most).
+        batches_a = [[received(event_text(i), f"a-{i}") for i in ids[k : k + 32]] for k in (0, 32)]
+        batches_b = [
+            [received(event_text(i), f"b-{i}") for i in reversed(ids[k : k + 32])] for k in (16, 48)
+        ]
+
+        async def run(
+            journal: SqliteRefundJournal | PostgresRefundJournal,
+            batches: list[list[ReceivedMessage]],
+        ) -> list[str]:
+            recorded = []
+            for batch in batches:
+                outcomes = await journal.record(batch)
+                recorded += [
+                    m.message_id.split("-", 1)[1]
+                    for m, o in zip(batch, outcomes, strict=True)
+                    if o is RecordOutcome.RECORDED
+                ]
+            return recorded
+
+        by_a, by_b = await asyncio.gather(run(first, batches_a), run(second, batches_b))
+        assert sorted(by_a + by_b) == ids[:80]  # each id recorded by exactly one of them
+        counts = await second.counts()
+        assert (counts.events, counts.deliveries) == (80, 128)
+        marks = await asyncio.gather(
+            *(journal.mark_handled(i) for i in ids[:80] for journal in (first, second))
+        )
+        assert marks.count(True) == 80
+        assert (await first.counts()).handled == 80
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_empty_batch_records_nothing(journal_spec: str) -> None:
+    async with await open_refund_journal(journal_spec) as journal:
+        assert await journal.record([]) == []
+        assert await journal.counts() == RefundJournalCounts(
+            events=0, handled=0, rejected=0, deliveries=0
+        )
+        assert await journal.unhandled() == []

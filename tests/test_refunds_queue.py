@@ -25,8 +25,10 @@ from store_async.refunds import (
     RefundQueue,
     RefundSync,
     SqliteRefundJournal,
+    open_refund_journal,
 )
 from tests.azurite import Azurite, azurite  # noqa: F401 - the fixture
+from tests.test_refund_journal import journal_spec  # noqa: F401 - SQLite and PostgreSQL
 
 
 class SasList:
@@ -164,7 +166,8 @@ async def test_a_missing_queue_and_an_unreachable_account_are_typed_errors(
 
 
 async def test_sync_records_each_event_once_rejects_poison_and_empties_the_queue(
-    emulator: StoreEmulator, tmp_path: Path
+    emulator: StoreEmulator,
+    journal_spec: str,  # noqa: F811
 ) -> None:
     issued = await emulator.refunds.issue(
         count=30, duplicates=9, bundles=3, base64url_share=0.5, poison=3, seed=5
@@ -172,7 +175,7 @@ async def test_sync_records_each_event_once_rejects_poison_and_empties_the_queue
     assert issued["messages"] == 42
     async with (
         StoreClient(emulator.credential(), endpoints=emulator.endpoints) as store,
-        SqliteRefundJournal(tmp_path / "refunds.db") as journal,
+        await open_refund_journal(journal_spec) as journal,
         RefundQueue(store) as queue,
     ):
         report = await RefundSync(queue, journal).run()
@@ -199,7 +202,8 @@ class Crash(Exception):
 
 
 async def test_a_handler_that_crashes_midway_reruns_and_handles_every_event_once(
-    emulator: StoreEmulator, tmp_path: Path
+    emulator: StoreEmulator,
+    journal_spec: str,  # noqa: F811
 ) -> None:
     issued = await emulator.refunds.issue(count=25, duplicates=5, seed=9)
     effects: dict[str, int] = {}  # the application's side: one claw-back row per event id
@@ -208,7 +212,7 @@ async def test_a_handler_that_crashes_midway_reruns_and_handles_every_event_once
     async def run_feed(crash_at: int | None) -> None:
         async with (
             StoreClient(emulator.credential(), endpoints=emulator.endpoints) as store,
-            SqliteRefundJournal(tmp_path / "refunds.db") as journal,
+            await open_refund_journal(journal_spec) as journal,
         ):
             async for refund in RefundFeed(store, journal):
                 calls.append(refund.event_id)
@@ -224,7 +228,7 @@ async def test_a_handler_that_crashes_midway_reruns_and_handles_every_event_once
     assert effects == {event_id: 1 for event_id in issued["eventIds"]}
     assert calls.count(str(crashed.value)) == 2  # handed out again after the crash
     assert len(calls) == 26
-    async with SqliteRefundJournal(tmp_path / "refunds.db") as journal:
+    async with await open_refund_journal(journal_spec, create=False) as journal:
         counts = await journal.counts()
     assert (counts.events, counts.handled, counts.deliveries) == (25, 25, 30)
 
@@ -245,6 +249,33 @@ async def test_a_feed_without_a_store_hands_out_only_what_the_journal_holds(
         again = [refund.event_id async for refund in RefundFeed(None, journal)]
         assert again == seen  # nothing was marked handled
         assert await queue.approximate_count() == 3
+
+
+async def test_two_feeds_on_one_journal_may_both_hand_out_an_event_one_mark_wins(
+    emulator: StoreEmulator,
+    journal_spec: str,  # noqa: F811
+) -> None:
+    """What the guide promises two consumers of one journal (two processes: two journal
+    objects): no exclusive hand-out, but exactly one ``mark_handled()`` answers ``True``."""
+    await emulator.refunds.issue(count=6, seed=3)
+    async with (
+        StoreClient(emulator.credential(), endpoints=emulator.endpoints) as store,
+        await open_refund_journal(journal_spec) as first,
+        await open_refund_journal(journal_spec) as second,
+        RefundQueue(store) as queue,
+    ):
+        await RefundSync(queue, first).run()
+        one, two = RefundFeed(None, first).__aiter__(), RefundFeed(None, second).__aiter__()
+        marks: dict[str, list[bool]] = {}
+        for _ in range(6):
+            a, b = await anext(one), await anext(two)
+            assert a.event_id == b.event_id  # both were handed the same event
+            for refund in (b, a):
+                marks.setdefault(refund.event_id, []).append(await refund.mark_handled())
+        assert len(marks) == 6
+        assert all(answers == [True, False] for answers in marks.values())
+        assert (await second.counts()).unhandled == 0
+        assert [refund async for refund in RefundFeed(None, first)] == []
 
 
 async def test_bad_queue_and_feed_arguments_are_validation_errors(

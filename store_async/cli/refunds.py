@@ -1,8 +1,9 @@
 """``store-async refunds``: refund events (clawback v2) from the Store's queue into a journal.
 
 ``refunds sync --journal PATH [--endpoint URL] [--token T] [--until-empty]`` receives the queue's
-messages, records each event once per event id in the refund journal (a SQLite file of its own),
-and deletes each message only after its record is committed. Exit codes:
+messages, records each event once per event id in the refund journal (a SQLite file of its own,
+or, given ``postgresql://...``, tables of their own in a PostgreSQL database such as a fleet's
+fulfillment journal), and deletes each message only after its record is committed. Exit codes:
 
 - 0: the queue was drained (an empty receive, and no message left in flight);
 - 2: drained, and some messages were unreadable: recorded as rejected (see ``export
@@ -38,6 +39,10 @@ EXIT_DRAINED: Final = 0
 EXIT_USAGE: Final = 1
 EXIT_REJECTED: Final = 2
 EXIT_NOT_EMPTY: Final = 3
+JOURNAL_HELP: Final = (
+    "refund journal: a SQLite file, or postgresql://user@host/db (tables of their own, beside "
+    "a fleet's fulfillment journal; password in PGPASSWORD or ~/.pgpass)"
+)
 
 
 def _exit_1_on_usage_errors(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "sync", help="drain the refund queue into the journal, once per event id"
     )
     _exit_1_on_usage_errors(sync)
-    sync.add_argument("--journal", required=True, metavar="PATH", help="refund journal file")
+    sync.add_argument("--journal", required=True, metavar="PATH|DSN", help=JOURNAL_HELP)
     sync.add_argument(
         "--endpoint", metavar="URL", help="the Store's base URL (an emulator); default: Microsoft"
     )
@@ -90,14 +95,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--sync",
         choices=("full", "normal"),
         default="full",
-        help="journal durability: full survives power loss (default), normal only crashes",
+        help="SQLite journal durability: full survives power loss (default), normal only "
+        "crashes (a PostgreSQL journal commits every batch with synchronous_commit on)",
     )
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
     export = actions.add_parser(
         "export", help="print the recorded events as JSON Lines, one per event id"
     )
     _exit_1_on_usage_errors(export)
-    export.add_argument("--journal", required=True, metavar="PATH", help="refund journal file")
+    export.add_argument("--journal", required=True, metavar="PATH|DSN", help=JOURNAL_HELP)
     export.add_argument(
         "--state",
         action="append",
@@ -117,9 +123,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _warn_about_a_password(args.journal)
     if args.action == "export":
         return asyncio.run(_export(args))
     return asyncio.run(_sync(args))
+
+
+def _warn_about_a_password(journal: str) -> None:
+    from store_async._dsn import dsn_password, is_postgres_dsn, redact_dsn
+
+    if is_postgres_dsn(journal) and dsn_password(journal):
+        print(
+            f"store-async refunds: warning: the DSN {redact_dsn(journal)} carries a password, "
+            "which every local user can read in the process list; use PGPASSWORD or a passfile "
+            "(~/.pgpass) instead",
+            file=sys.stderr,
+        )
 
 
 def _credential(args: argparse.Namespace) -> Any:
@@ -137,7 +156,7 @@ async def _sync(args: argparse.Namespace) -> int:
     # Imported here: `store-async refunds export` and `--help` need no aiohttp or Azure.
     from store_async import StoreClient
     from store_async.endpoints import Endpoints
-    from store_async.refunds import RefundQueue, RefundSync, SqliteRefundJournal, SyncReport
+    from store_async.refunds import RefundQueue, RefundSync, SyncReport, open_refund_journal
 
     # Azure's SDK warns on stderr about failures our own one-line error reports anyway.
     logging.getLogger("azure").setLevel(logging.ERROR)
@@ -145,7 +164,7 @@ async def _sync(args: argparse.Namespace) -> int:
     max_wait = args.visibility_timeout + 30.0 if args.max_wait is None else args.max_wait
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
-        journal = SqliteRefundJournal(args.journal, synchronous=args.sync)
+        journal = await open_refund_journal(args.journal, synchronous=args.sync)
         stack.push_async_callback(journal.close)
         credential = _credential(args)
         stack.push_async_callback(credential.close)
@@ -192,10 +211,10 @@ def _progress(*, enabled: bool) -> Any:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from store_async.refunds import SqliteRefundJournal
+    from store_async.refunds import open_refund_journal
 
     out = sys.stdout.buffer
-    async with SqliteRefundJournal(args.journal, create=False) as journal:
+    async with await open_refund_journal(args.journal, create=False) as journal:
         try:
             if args.rejected:
                 async for message in journal.rejected():

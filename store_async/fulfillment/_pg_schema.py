@@ -12,15 +12,17 @@ Columns for v8 consumes (``quantity``, ``sandbox_id``, ``include_order_ids``, ``
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import TYPE_CHECKING, Final
 
+# The DSN helpers live in a module of their own (the refund journal uses them too); they are
+# re-exported here for the fulfillment modules that import them from this one.
+from store_async._dsn import dsn_password, is_postgres_dsn, redact_dsn
 from store_async.fulfillment.journal import JournalError
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "is_postgres_dsn", "prepare", "redact_dsn"]
+__all__ = ["SCHEMA_VERSION", "dsn_password", "is_postgres_dsn", "prepare", "redact_dsn"]
 
 SCHEMA_VERSION: Final = 1
 _LOCK_ID: Final = 0x53414A31  # "SAJ1": the advisory lock taken while creating/migrating
@@ -111,43 +113,6 @@ _CREATE: Final = (
 
 # Migrations from version N to N + 1, applied in order under the lock (none yet).
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
-
-
-def is_postgres_dsn(text: str) -> bool:
-    """Whether ``text`` names a PostgreSQL journal rather than a SQLite file."""
-    return text.startswith(("postgresql://", "postgres://"))
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with its password (in the user part or a ``password=`` parameter) replaced by
-    ``***``; anything unparsable is reduced to its scheme."""
-    try:
-        parts = urllib.parse.urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user_info, host = netloc.rsplit("@", 1)
-            if ":" in user_info:
-                user_info = user_info.split(":", 1)[0] + ":***"
-            netloc = f"{user_info}@{host}"
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        query = [(k, "***" if k.lower() == "password" else v) for k, v in query]
-        return urllib.parse.urlunsplit(
-            (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="*"), "")
-        )
-    except ValueError:
-        return dsn.split(":", 1)[0] + "://***"
-
-
-def dsn_password(dsn: str) -> str | None:
-    """The password written in ``dsn`` itself, if any (to scrub it from error messages)."""
-    try:
-        parts = urllib.parse.urlsplit(dsn)
-        for name, value in urllib.parse.parse_qsl(parts.query):
-            if name.lower() == "password" and value:
-                return value
-        return urllib.parse.unquote(parts.password) if parts.password else None
-    except ValueError:
-        return None
 
 
 async def prepare(connection: asyncpg.Connection, where: str) -> int:

@@ -6,8 +6,10 @@ The pieces, each in its own module:
   (azure-storage-queue; install ``store-async[refunds]``), SAS refreshed before expiry and on 403;
 - :func:`decode_message` (``message``): base64 / base64url JSON -> :class:`RefundEvent`, or a
   :class:`Rejection` with the reason;
-- :class:`RefundJournal` (``journal``), the protocol, and :class:`SqliteRefundJournal`
-  (``sqlite_journal``): events recorded once per event id, rejected messages kept whole;
+- :class:`RefundJournal` (``journal``), the protocol, :class:`SqliteRefundJournal`
+  (``sqlite_journal``) and :class:`PostgresRefundJournal` (``postgres_journal``, asyncpg; the
+  database a fleet's fulfillment journal uses): events recorded once per event id, rejected
+  messages kept whole; :func:`open_refund_journal` (``open_journal``) picks one by path or DSN;
 - :class:`RefundSync` (``sync``): receive -> record (commit) -> delete, until drained;
 - :class:`RefundFeed` (``feed``): ``async for refund in RefundFeed(store, journal)`` hands the
   application each recorded event until it calls ``await refund.mark_handled()``.
@@ -34,6 +36,8 @@ from store_async.refunds.journal import (
     RejectedMessage,
 )
 from store_async.refunds.message import DecodedEvent, Rejection, decode_message
+from store_async.refunds.open_journal import open_refund_journal
+from store_async.refunds.postgres_journal import PostgresRefundJournal
 from store_async.refunds.queue import QueueMessage, RefundQueue, SasSource
 from store_async.refunds.sqlite_journal import SqliteRefundJournal
 from store_async.refunds.sync import RefundSync, SyncReport
@@ -42,6 +46,7 @@ __all__ = [
     "DecodedEvent",
     "FeedEvent",
     "JournaledEvent",
+    "PostgresRefundJournal",
     "QueueMessage",
     "ReceivedMessage",
     "RecordOutcome",
@@ -64,4 +69,5 @@ __all__ = [
     "SqliteRefundJournal",
     "SyncReport",
     "decode_message",
+    "open_refund_journal",
 ]

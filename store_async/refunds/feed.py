@@ -12,7 +12,9 @@ The feed first hands out what the journal recorded but nobody marked handled (wh
 run left), then syncs the queue batch by batch (receive, record, delete: see
 :mod:`store_async.refunds.sync`) and hands out each newly recorded event. It ends when the queue
 is drained, or polls for ever with ``follow=True``. An event that is not marked handled is
-handed out again by the next feed, never twice by the same one.
+handed out again by the next feed, never twice by the same one. Two feeds on one journal (any
+kind, any processes) are not exclusive: both may hand out the same event, and exactly one
+:meth:`FeedEvent.mark_handled` answers ``True``.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ window (or use :meth:`RefundJournal.mark_handled`'s answer: ``False`` means anot
 marked it first).
 
 :class:`RefundJournal` is a protocol: :class:`~store_async.refunds.SqliteRefundJournal` is the
-embedded default; a PostgreSQL one is a small class with the same methods (two tables, ``INSERT
-... ON CONFLICT DO NOTHING`` in one transaction per batch).
+embedded default; :class:`~store_async.refunds.PostgresRefundJournal` keeps the same records in
+a PostgreSQL database (a fleet's), and :func:`~store_async.refunds.open_refund_journal` picks
+one by path or DSN.
 """
 
 from __future__ import annotations
