@@ -28,6 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from store_async._auth import TokenCache
 from store_async._budget import RetryBudget
 from store_async._cv import check_client_request_id, first_vectors
+from store_async._headers import check_headers, merge_added
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
@@ -63,19 +64,6 @@ storm."""
 Headers = CIMultiDictProxy[str]
 """Prebuilt request headers: aiohttp copies a multidict without converting it first."""
 NOT_OPEN: Final = "the StoreClient is not open: use `async with StoreClient(...) as store:`"
-RESERVED_HEADERS: Final = frozenset(
-    (
-        "authorization",
-        "content-type",
-        "content-length",
-        "host",
-        "ms-cv",
-        "transfer-encoding",
-        "user-agent",
-    )
-)
-"""Request headers the client owns: a caller's ``headers=`` may not set them (ValidationError)
-and a hook's added headers naming them are dropped."""
 _CV: Final = "MS-CV"
 # What a server's MS-CV must look like to be kept (as ``server_cv``): a server that echoes
 # anything else there (a token, a key) must not get it into errors, events or journals.
@@ -94,57 +82,6 @@ def _stamp(error: StoreError, cv: str) -> None:
         if server is not None:
             error.server_cv = server if _CV_SHAPE.fullmatch(server) else None
         error.cv = cv
-
-
-def check_headers(headers: object) -> tuple[tuple[str, str], ...] | None:
-    """A caller's per-call ``headers=``, checked once per call.
-
-    :raises ValidationError: not a mapping of strings, a name that is not an HTTP token, a
-        value with a control character, or a header the client sets itself
-        (:data:`RESERVED_HEADERS`).
-    """
-    if headers is None:
-        return None
-    if not isinstance(headers, Mapping):
-        raise ValidationError(
-            f"headers must be a mapping of header names to values, not {type(headers).__name__}"
-        )
-    pairs = []
-    for name, value in headers.items():
-        if not isinstance(name, str) or not name or not _TOKEN.issuperset(name):
-            raise ValidationError(f"headers: {name!r} is not a valid HTTP header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValidationError(
-                f"headers: {name} is set by the client itself and cannot be given per call "
-                f"(reserved: Authorization, Content-Type, Content-Length, Host, MS-CV, "
-                f"Transfer-Encoding, User-Agent; pass client_request_id= to set MS-CV's base)"
-            )
-        if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
-            raise ValidationError(f"headers: the value of {name} must be a printable string")
-        pairs.append((name, value))
-    return tuple(pairs) or None
-
-
-_TOKEN: Final = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
-
-
-def _merge_added(headers: CIMultiDict[str], added: dict[str, str]) -> None:
-    """Headers a start hook added (``traceparent``...): they replace a caller's of the same
-    name; ours (:data:`RESERVED_HEADERS`) and malformed ones are dropped: a hook cannot fail a
-    call, nor change what the client owns."""
-    for name, value in added.items():
-        if (
-            isinstance(name, str)
-            and name
-            and _TOKEN.issuperset(name)
-            and name.lower() not in RESERVED_HEADERS
-            and isinstance(value, str)
-            and value.isascii()
-            and value.isprintable()
-        ):
-            headers[name] = value
 
 
 class Engine:
@@ -432,7 +369,7 @@ class Engine:
                     )
                 )
                 if added:
-                    _merge_added(headers, added)
+                    merge_added(headers, added)
             headers.add(_CV, cv)
             started = sent_at = clock()
             try:
