@@ -14,7 +14,10 @@ Prints req/s, p50/p99 latency and client CPU per call (``time.process_time`` of 
 best and median of the rounds, and the ratios to raw. Bounded: ``--requests`` per client per
 round (default 20,000) and ``--rounds`` (default 3).
 
-    .venv/bin/python benchmarks/bench_consume.py [--requests 20000] [--rounds 3]
+With ``--uvloop``, every round runs once on asyncio and once on uvloop (the ``speed`` extra),
+back to back, and the per-round uvloop/asyncio ratios are printed as well.
+
+    .venv/bin/python benchmarks/bench_consume.py [--requests 20000] [--rounds 3] [--uvloop]
 """
 
 from __future__ import annotations
@@ -75,10 +78,15 @@ def connector() -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=15)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="benchmark both loops: every round on asyncio, then on uvloop (store-async[speed])",
+    )
     args = parser.parse_args()
 
     ctx = multiprocessing.get_context("spawn")
@@ -87,13 +95,43 @@ async def main() -> None:
     server.start()
     try:
         port = port_queue.get(timeout=30)
-        await run(f"http://127.0.0.1:{port}", args.requests, args.rounds)
+        base = f"http://127.0.0.1:{port}"
+        if not args.uvloop:
+            report(asyncio.run(run(base, args.requests, args.rounds)), args.requests, args.rounds)
+            return
+        import uvloop
+
+        loops = {"asyncio": None, "uvloop": uvloop.new_event_loop}
+        by_loop: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in loops}
+        for _ in range(args.rounds):  # paired rounds: one on each loop, back to back
+            for name, factory in loops.items():
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    one = runner.run(run(base, args.requests, 1))
+                for client, rows in one.items():
+                    by_loop[name].setdefault(client, []).extend(rows)
+        for name in loops:
+            print(f"== {name}")
+            report(by_loop[name], args.requests, args.rounds)
+        compare_loops(by_loop)
     finally:
         server.terminate()
         server.join(5)
 
 
-async def run(base: str, requests: int, rounds: int) -> None:
+def compare_loops(by_loop: dict[str, dict[str, list[dict[str, float]]]]) -> None:
+    """uvloop / asyncio per client, per paired round: median and min-max."""
+    print("uvloop / asyncio (paired rounds):")
+    for client in by_loop["asyncio"]:
+        pairs = list(zip(by_loop["uvloop"][client], by_loop["asyncio"][client], strict=True))
+        for metric, label in (("rps", "throughput"), ("cpu", "CPU per call")):
+            ratios = [fast[metric] / slow[metric] for fast, slow in pairs]
+            print(
+                f"  {client:<6} {label:<13} median {statistics.median(ratios):.3f} "
+                f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+            )
+
+
+async def run(base: str, requests: int, rounds: int) -> dict[str, list[dict[str, float]]]:
     from azure.core import AsyncPipelineClient
     from azure.core.pipeline.policies import AsyncBearerTokenCredentialPolicy, AsyncRetryPolicy
     from azure.core.pipeline.transport import AioHttpTransport
@@ -146,7 +184,7 @@ async def run(base: str, requests: int, rounds: int) -> None:
                 results[name].append(await measure(senders[name], requests))
     await raw_session.close()
     await azure_session.close()
-    report(results, requests, rounds)
+    return results
 
 
 def report(results: dict[str, list[dict[str, float]]], requests: int, rounds: int) -> None:
@@ -192,4 +230,4 @@ def report(results: dict[str, list[dict[str, float]]], requests: int, rounds: in
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -24,6 +24,7 @@ import attrs
 from store_async import _operations as ops
 from store_async._auth import Credential, TokenCache
 from store_async._budget import RetryBudget
+from store_async._connector import PoolGuardConnector
 from store_async._cv import check_client_request_id
 from store_async._engine import Engine
 from store_async._paging import AsyncPager
@@ -258,7 +259,8 @@ class StoreClient:
         if transport is None:
             session = self._given_session
             if session is None:
-                connector = aiohttp.TCPConnector(
+                # Never reuses a pooled connection that holds unread bytes (design rule 8).
+                connector = PoolGuardConnector(
                     limit=self._limit,
                     limit_per_host=self._limit_per_host,
                     keepalive_timeout=self._keepalive,

@@ -32,6 +32,7 @@ from store_async._headers import check_headers, merge_added
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
+from store_async._secrets import scrub_attempt_error
 from store_async._transport import ConnectionSlots, Transport
 from store_async.errors import (
     AuthenticationError,
@@ -200,6 +201,7 @@ class Engine:
                         slots.give()
                     result = route.parse(answer, 1, context)
                 except StoreError as error:
+                    scrub_attempt_error(error, token, body, route.secret_fields)
                     _stamp(error, cv)
                     if isinstance(error, AuthenticationError):
                         self._judge_401(error, token, started)
@@ -380,6 +382,7 @@ class Engine:
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
+                scrub_attempt_error(error, token, body, route.secret_fields)
                 _stamp(error, cv)
                 if user is not None:
                     self._answered(user, stamp, error)

@@ -102,6 +102,10 @@ body (key renewal): built per attempt, since the token may change between attemp
 
 Host = Literal["collections", "purchase", "business"]
 
+STORE_ID_KEY_FIELDS: Final = frozenset(("identityValue", "b2bKey"))
+"""Where a request body carries a user's Store ID key (``beneficiary.identityValue``,
+``b2bKey``)."""
+
 
 @attrs.frozen(kw_only=True)
 class Route(Generic[T]):
@@ -126,6 +130,9 @@ class Route(Generic[T]):
     unsettled_hint: str | None = None
     """For an operation without an idempotency key: how to learn whether a call that ended
     unsettled was applied (in the ``OutcomeUnknownError`` message)."""
+    secret_fields: frozenset[str] = STORE_ID_KEY_FIELDS
+    """Wire names of the body fields that carry secrets (Store ID keys, a service ticket):
+    their values are scrubbed from any server text of a failed attempt (``_secrets``)."""
 
     def bind(self, endpoints: Endpoints, **path_parameters: str) -> BoundRoute[T]:
         """This route on ``endpoints``, with its path parameters filled in."""
@@ -150,6 +157,7 @@ class BoundRoute(Generic[T]):
         "parse",
         "repeatable",
         "route",
+        "secret_fields",
         "token_body",
         "url",
         "writes",
@@ -169,6 +177,7 @@ class BoundRoute(Generic[T]):
         self.writes = route.writes
         self.parse: Parse[T] = route.parse
         self.token_body = route.token_body
+        self.secret_fields = route.secret_fields
 
     def __repr__(self) -> str:
         return f"BoundRoute({self.name!r}, {self.method} {self.url})"
@@ -313,6 +322,7 @@ RENEW_COLLECTIONS_KEY: Final = Route[StoreIdKey](
     writes=True,
     parse=_renewed_key,
     token_body=_renewal_body,
+    secret_fields=frozenset(("key", "serviceTicket")),  # the key and our access token
 )
 RENEW_PURCHASE_KEY: Final = attrs.evolve(RENEW_COLLECTIONS_KEY, host="purchase")
 REFUND_QUEUE_SAS: Final = read(

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from types import UnionType
-from typing import Any, Final, TypeVar, Union, cast, get_args, get_origin
+from typing import Any, Final, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import attrs
 import orjson
@@ -38,71 +38,42 @@ from cattrs.errors import IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
-from store_async.errors import InnerError, ResponseFormatError, ServiceError, ValidationError
-from store_async.models import (
-    ClientContext,
-    CollectionItem,
-    ConsumeRequest,
-    ConsumeResult,
-    GrantRequest,
-    IdentityV6,
-    KeyRenewalRequest,
-    KeyRenewalResponse,
-    OfflineLicense,
-    Order,
-    OrderLineItem,
-    OrderTransaction,
-    ProductKey,
-    ProductSkuId,
-    QueryRequest,
-    QueryResult,
-    UserIdentity,
-)
-from store_async.models.refunds import (
-    RefundEvent,
-    RefundEventData,
-    RefundEventState,
-    RefundQueueSas,
-    RefundRecurrenceData,
-    refund_event_state,
-)
-from store_async.models.v8 import V8_RECORDS
+from store_async import models
+from store_async.errors import ResponseFormatError, ValidationError
+from store_async.models import ConsumeRequest, GrantRequest, UserIdentity
+from store_async.models.refunds import RefundEventState, refund_event_state
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
 
 T = TypeVar("T")
 
-RECORDS: Final[tuple[type, ...]] = (
-    UserIdentity,
-    IdentityV6,
-    ProductSkuId,
-    QueryRequest,
-    CollectionItem,
-    QueryResult,
-    OrderTransaction,  # inside ConsumeResult: before it
-    ConsumeRequest,
-    ConsumeResult,
-    GrantRequest,
-    ClientContext,
-    OrderLineItem,
-    Order,
-    ProductKey,
-    OfflineLicense,
-    KeyRenewalRequest,
-    KeyRenewalResponse,
-    InnerError,
-    ServiceError,
-    *V8_RECORDS,
+RECORDS: Final[tuple[type, ...]] = tuple(
+    record
+    for record in vars(models).values()
+    if isinstance(record, type)
+    and attrs.has(record)
+    and record.__module__ != "store_async.models.refunds"
 )
-"""Every record the converter knows, innermost first."""
+"""The Store services' records of :mod:`store_async.models` (v8 and the service error bodies
+included; the refund queue's events are not a Store body). Derived, not kept by hand: the
+converter handles *any* attrs class through hook factories, so a new record needs no
+registration here."""
 
-# Wire names that are not the plain camelCase of the attribute name.
+# -- the special cases, all in one place (everything else follows from the attrs fields) --
+
 _RENAMES: Final = {
     "is_pi_required": "isPIRequired",
     "total_charged_to_csv_top_off_pi": "totalChargedToCsvTopOffPI",
     "inner_error": "innererror",
     "sandbox_id": "sbx",
 }
+"""Wire names that are not the plain camelCase of the attribute name."""
+_OMITTED_DEFAULTS: Final[frozenset[tuple[type, str]]] = frozenset(
+    # GrantRequest.quantity can only be 1 (the default) and the documented body leaves it out.
+    {(GrantRequest, "quantity")}
+)
+"""(record, attribute) pairs left out of a body when they hold their default (besides every
+field whose default is ``None``: absent means omitted, never ``null``)."""
 # The generators take per-attribute overrides as **kwargs next to their own flags, which mypy
 # cannot type; they are called through these untyped names.
 _structure_fn: Final[Callable[..., Any]] = make_dict_structure_fn
@@ -273,32 +244,210 @@ def _tuple_of_factory(type_: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
     return structure_tuple
 
 
-# -- records: case-insensitive structuring, None-omitting unstructuring --
+# -- records: a generated structuring function per class (exact wire names first, any casing
+#    second), None-omitting unstructuring; hook factories on attrs.has, so any record works --
+
+_MISSING: Final = object()
+_DATES: Final[dict[str, datetime]] = {}
+_DATE_CACHE_SIZE: Final = 4096
+_ENTRIES: Final[dict[type, Callable[[Any], Any]]] = {}
+"""Per record class, its generated structuring function (built on first use)."""
+
+
+def _date(value: Any) -> datetime:
+    """:func:`_structure_datetime`, remembering recent strings: a page repeats its date-times
+    (``endDate`` 9999-12-31, ``startDate`` = ``acquiredDate``), and each is parsed once."""
+    if type(value) is str:
+        found = _DATES.get(value)
+        if found is not None:
+            return found
+        when = _structure_datetime(value, None)
+        if len(_DATES) >= _DATE_CACHE_SIZE:
+            _DATES.clear()  # bounded; datetimes are immutable, so sharing them is safe
+        _DATES[value] = when
+        return when
+    return _structure_datetime(value, None)
+
+
+def _lower(value: dict[Any, Any]) -> dict[str, Any]:
+    """``value`` with its keys lowercased (a later spelling of one name wins, as in JSON)."""
+    try:
+        return {key.lower(): item for key, item in value.items()}
+    except AttributeError:  # a non-string key: only possible for data not from JSON
+        return {key.lower(): item for key, item in value.items() if type(key) is str}
+
+
+class _Source:
+    """Python source of one record's structuring function, and the names it refers to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {"_MISSING": _MISSING, "_date": _date, "_dates": _DATES.get}
+
+    def name(self, value: Any) -> str:
+        """A name for ``value`` in the generated function's globals."""
+        for known, bound in self.names.items():
+            if bound is value:
+                return known
+        name = f"_n{len(self.names)}"
+        self.names[name] = value
+        return name
+
+
+_EXACT_TYPES: Final = (str, int, bool)
+
+
+def _element(type_: Any, source: _Source) -> str | None:
+    """An expression template (``{}`` = the value) that structures one ``type_``, or None for
+    the types checked by ``type(x) is`` (str, int, bool) or taken as they are (Any)."""
+    if type_ in _EXACT_TYPES or type_ is Any:
+        return None
+    if type_ is datetime:
+        return "(_dates({}) or _date({}))"  # a cache hit costs one dict lookup
+    if isinstance(type_, type) and attrs.has(type_):
+        return source.name(_entry(type_)) + "({})"
+    # Decimal, and anything a future record may use: the converter's own hook, bound once.
+    hook = converter.get_structure_hook(type_)
+    return f"{source.name(hook)}({{}}, {source.name(type_)})"
+
+
+def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
+    """Lines that check and convert ``variable`` (a JSON value) to ``type_`` in place; any
+    problem raises, and the caller then asks cattrs to explain it."""
+    add = source.lines.append
+    if _is_optional(type_):
+        add(f"{indent}if {variable} is not None:")
+        before = len(source.lines)
+        _convert(get_args(type_)[0], variable, indent + "    ", source)
+        if len(source.lines) == before:
+            add(f"{indent}    pass")
+        return
+    if _is_tuple_of(type_):
+        element = get_args(type_)[0]
+        add(f"{indent}if type({variable}) is list or type({variable}) is tuple:")
+        template = _element(element, source)
+        if template is not None:
+            add(
+                f"{indent}    {variable} = tuple([{template.format('x', 'x')} for x in {variable}])"
+            )
+        else:
+            if element is not Any:
+                checked = source.name(element)
+                add(f"{indent}    for x in {variable}:")
+                add(f"{indent}        if type(x) is not {checked}:")
+                add(f"{indent}            raise TypeError")
+            add(f"{indent}    {variable} = tuple({variable})")
+        add(f"{indent}elif {variable} is None:")
+        add(f"{indent}    {variable} = ()")
+        add(f"{indent}else:")
+        add(f"{indent}    raise TypeError")
+        return
+    if type_ in _EXACT_TYPES:
+        add(f"{indent}if type({variable}) is not {source.name(type_)}:")
+        add(f"{indent}    raise TypeError")
+        return
+    template = _element(type_, source)
+    if template is not None:
+        add(f"{indent}{variable} = {template.format(variable, variable)}")
+
+
+def _generate(
+    cls: type, slow: Callable[[dict[str, Any]], Any] | None = None
+) -> Callable[[Any], Any]:
+    """The structuring function of ``cls``: for an object whose keys are lowercased (``slow``
+    is None), or for any JSON value, matching the wire names as sent and handing an object
+    with any other key to ``slow`` (which looks again in any casing)."""
+    lowered = slow is None
+    source = _Source()
+    add = source.lines.append
+    hints = get_type_hints(cls)
+    fields = [field for field in attrs.fields(cast(Any, cls)) if field.init]
+    names = [
+        field_wire_name(field).lower() if lowered else field_wire_name(field) for field in fields
+    ]
+    add("def structure(value):")  # the parameters are completed below
+    if not lowered:
+        add("    if type(value) is not dict:")
+        add("        raise TypeError")
+        # Every key is a field's exact wire name (the usual case): then an absent field is
+        # really absent, and no other spelling of a name can hide in the object.
+        add(f"    if not value.keys() <= {source.name(frozenset(names))}:")
+        add(f"        return {source.name(slow)}(value)")
+    add("    get = value.get")
+    arguments, factories = [], []
+    for index, (field, name) in enumerate(zip(fields, names, strict=True)):
+        variable, type_, default = f"v{index}", hints[field.name], field.default
+        if default is None and _is_optional(type_):
+            add(f"    {variable} = get({name!r})")  # absent reads as null: None either way
+            _convert(type_, variable, "    ", source)
+        elif default is attrs.NOTHING:
+            add(f"    {variable} = value[{name!r}]")  # absent: KeyError, explained by cattrs
+            _convert(type_, variable, "    ", source)
+        else:
+            add(f"    {variable} = get({name!r}, _MISSING)")
+            add(f"    if {variable} is not _MISSING:")
+            before = len(source.lines)
+            _convert(type_, variable, "        ", source)
+            if len(source.lines) == before:
+                add("        pass")
+            if isinstance(default, cast(Any, attrs.Factory)):
+                factories.append((field.alias, variable))  # absent: attrs calls the factory
+                continue
+            add("    else:")
+            add(f"        {variable} = {source.name(default)}")
+        arguments.append(f"{field.alias}={variable}")
+    if factories:
+        add("    extra = {}")
+        for alias, variable in factories:
+            add(f"    if {variable} is not _MISSING:")
+            add(f"        extra[{alias!r}] = {variable}")
+        arguments.append("**extra")
+    add(f"    return {source.name(cls)}({', '.join(arguments)})")
+    # Everything the function refers to is bound as a default argument: a local, not a global.
+    source.lines[0] = f"def structure(value, {', '.join(f'{n}={n}' for n in source.names)}):"
+    namespace = dict(source.names)
+    exec("\n".join(source.lines), namespace)  # our own generated source, from attrs fields
+    generated: Callable[[Any], Any] = namespace["structure"]
+    return generated
+
+
+def _entry(cls: type) -> Callable[[Any], Any]:
+    """The fast structuring function of ``cls``: raises on any problem (without explaining)."""
+    found = _ENTRIES.get(cls)
+    if found is not None:
+        return found
+
+    def late(value: Any) -> Any:  # only while a record that contains itself is being built
+        return _ENTRIES[cls](value)
+
+    _ENTRIES[cls] = late
+    any_casing = _generate(cls)
+
+    def look_again(value: dict[Any, Any]) -> Any:
+        return any_casing(_lower(value))
+
+    _ENTRIES[cls] = structure_fast = _generate(cls, look_again)
+    return structure_fast
 
 
 def _make_structure_hook(cls: type[T]) -> Callable[[Any, Any], T]:
+    fast = _entry(cls)
     renames = {
         f.name: override(rename=field_wire_name(f).lower()) for f in attrs.fields(cast(Any, cls))
     }
-    # Two generated functions: a fast one for the common case (valid JSON), and one that
-    # collects every problem with its path, run only to explain a failure.
-    fast: Callable[[dict[str, Any], Any], T]
+    # cattrs' generated function collects every problem with its path; it runs only to explain
+    # a failure of the fast one (and so gives the same answer, or the same error, as before).
     detailed: Callable[[dict[str, Any], Any], T]
-    fast = _structure_fn(cls, converter, _cattrs_detailed_validation=False, **renames)
     detailed = _structure_fn(cls, converter, _cattrs_detailed_validation=True, **renames)
 
     def structure_record(value: Any, _: Any) -> T:
-        if type(value) is not dict:
-            raise TypeError(f"expected an object, got {_kind(value)}")
         try:
-            lowered = {key.lower(): item for key, item in value.items()}
-        except AttributeError:  # a non-string key: only possible for data not from JSON
-            lowered = {key.lower(): item for key, item in value.items() if type(key) is str}
-        try:
-            return fast(lowered, cls)
+            return cast(T, fast(value))
         except Exception:
             pass
-        return detailed(lowered, cls)
+        if type(value) is not dict:
+            raise TypeError(f"expected an object, got {_kind(value)}")
+        return detailed(_lower(value), cls)
 
     return structure_record
 
@@ -322,10 +471,9 @@ def _optional_factory(type_: Any) -> Callable[[Any, Any], Any]:
 def _make_unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     overrides = {}
     for field in attrs.fields(cls):
-        # Absent means omitted, never null. GrantRequest.quantity can only be 1 (the default)
-        # and the documented body leaves it out.
-        omit = field.default is None or (cls is GrantRequest and field.name == "quantity")
-        omit = omit or field.default is False  # a flag sent only when set (includeOrderIds)
+        # Absent means omitted, never null; a flag is sent only when set (includeOrderIds).
+        omit = field.default is None or (cls, field.name) in _OMITTED_DEFAULTS
+        omit = omit or field.default is False
         overrides[field.name] = override(rename=field_wire_name(field), omit_if_default=omit)
     hook: Callable[[Any], dict[str, Any]] = _unstructure_fn(cls, converter, **overrides)
     return hook
@@ -359,6 +507,18 @@ def _consume_request(request: ConsumeRequest) -> dict[str, Any]:
     return body
 
 
+_HAND_WRITTEN: Final[dict[type, Callable[[Any], dict[str, Any]]]] = {
+    UserIdentity: _user_identity,
+    ConsumeRequest: _consume_request,
+}
+"""Records serialized by a hand-written function instead of the generated one (the last of the
+special cases: the hot path's request body)."""
+
+
+def _unstructure_factory(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    return _HAND_WRITTEN.get(cls) or _make_unstructure_hook(cls)
+
+
 def _build() -> OrjsonConverter:
     built = make_converter(detailed_validation=True, forbid_extra_keys=False)
     built.register_structure_hook(str, _structure_str)
@@ -370,17 +530,13 @@ def _build() -> OrjsonConverter:
     built.register_unstructure_hook(datetime, _unstructure_datetime)
     built.register_structure_hook_factory(_is_tuple_of, _tuple_of_factory)
     built.register_structure_hook_factory(_is_optional, _optional_factory)
+    built.register_structure_hook_factory(attrs.has, _make_structure_hook)
+    built.register_unstructure_hook_factory(attrs.has, _unstructure_factory)
     return built
 
 
 converter: Final[OrjsonConverter] = _build()
-"""The converter for every record in :data:`RECORDS` (camelCase wire names)."""
-
-for _record in RECORDS:
-    converter.register_structure_hook(_record, _make_structure_hook(_record))
-    converter.register_unstructure_hook(_record, _make_unstructure_hook(_record))
-converter.register_unstructure_hook(UserIdentity, _user_identity)
-converter.register_unstructure_hook(ConsumeRequest, _consume_request)
+"""The converter for every attrs record (camelCase wire names)."""
 
 
 # -- the public functions --
@@ -457,7 +613,8 @@ def _problems(exc: BaseException, path: str) -> list[str]:
     return [f"{path}: {type(exc).__name__}"]
 
 
-# -- refund events (clawback v2): registered in their own block, innermost first --
+# -- refund events (clawback v2): records like any other (the attrs.has factories build them);
+#    only their state, a known state or the service's own word, needs a hook --
 
 
 def _structure_refund_state(value: Any, _: Any) -> RefundEventState | str:
@@ -469,6 +626,3 @@ def _structure_refund_state(value: Any, _: Any) -> RefundEventState | str:
 converter.register_structure_hook_factory(
     lambda type_: type_ == RefundEventState | str, lambda _type: _structure_refund_state
 )
-for _record in (RefundRecurrenceData, RefundEventData, RefundEvent, RefundQueueSas):
-    converter.register_structure_hook(_record, _make_structure_hook(_record))
-    converter.register_unstructure_hook(_record, _make_unstructure_hook(_record))

@@ -516,3 +516,55 @@ def test_a_full_order() -> None:
 def test_product_key_round_trip() -> None:
     key = ProductKey(product_id="p", sku_id="s")
     assert codec.loads(codec.dumps(key), ProductKey) == key
+
+
+# -- any attrs record, with no registration (records added to models/ need none) --
+
+
+@attrs.frozen(kw_only=True)
+class _Refund:
+    """A record the codec has never seen: nested records, money, dates, lists, defaults."""
+
+    refund_id: str
+    amount: Decimal
+    refunded_at: datetime
+    user: IdentityV6
+    lines: tuple[ProductKey, ...] = ()
+    note: str | None = None
+    tags: tuple[str, ...] = attrs.field(factory=tuple)
+
+
+def test_a_new_attrs_record_needs_no_registration() -> None:
+    body = {
+        "refundId": "r-1",
+        "amount": 0.99,
+        "refundedAt": "2024-01-02T03:04:05.1234567Z",
+        "user": {"identityType": "pub", "identityValue": "u"},
+        "lines": [{"productId": "9NBLGGH4R315", "skuId": "0010"}],
+    }
+    expected = _Refund(
+        refund_id="r-1",
+        amount=Decimal("0.99"),
+        refunded_at=datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        user=IdentityV6(identity_type="pub", identity_value="u"),
+        lines=(ProductKey(product_id="9NBLGGH4R315", sku_id="0010"),),
+    )
+    assert codec.loads(orjson.dumps(body), _Refund) == expected
+    # Any casing, unknown fields, and the same errors as every other record.
+    shouted = {key.upper(): value for key, value in body.items()} | {"extra": [1]}
+    assert codec.structure(shouted, _Refund) == expected
+    assert failure({**body, "lines": [{"productId": 1, "skuId": "0010"}]}, _Refund) == (
+        "_Refund: $.lines[0].productId: expected a string, got number"
+    )
+    assert orjson.loads(codec.dumps(expected)) == {**body, "amount": 0.99, "tags": [],
+        "refundedAt": "2024-01-02T03:04:05.123456+00:00"}  # fmt: skip
+
+
+def test_exact_names_and_any_casing_give_the_same_record() -> None:
+    body = item_json()
+    exact = codec.structure(body, CollectionItem)
+    lowered = codec.structure({key.lower(): value for key, value in body.items()}, CollectionItem)
+    mixed = codec.structure({**body, "ItemId": body["itemId"]}, CollectionItem)  # a duplicate
+    assert exact == lowered == mixed
+    # A date-time string seen before gives an equal value (parsed once, then remembered).
+    assert codec.structure(body, CollectionItem).acquired_date == exact.acquired_date

@@ -54,6 +54,16 @@ async def test_sqlite_journal_and_report_carry_the_sent_cv_of_a_refused_row(
     assert failed.cv == refused.cv
     assert failed.failure is not None
     assert failed.failure.cv == refused.cv
+    # A later run lists the row as failed in an earlier run, with the same vector.
+    async with (
+        emulator() as fake,
+        StoreClient(fake.credential(), endpoints=fake.endpoints) as store,
+        SqliteJournal(path, synchronous="normal") as journal,
+    ):
+        again = await Fulfiller(store, journal, concurrency=1).run(items(3))
+    (earlier,) = again.failures
+    assert earlier.previously
+    assert earlier.failure.cv == refused.cv
 
 
 async def test_postgres_journal_and_fleet_report_carry_the_sent_cv_of_a_refused_row(

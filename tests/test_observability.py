@@ -496,8 +496,8 @@ async def test_no_token_or_store_id_key_in_events_or_debug_logs_at_25_percent_fa
 async def test_a_server_echoing_secrets_gets_none_into_events_or_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Headers of ours never carry what a server echoes; what an error's *text* holds is the
-    error path's scrubbing (tested with it)."""
+    """Nothing a server echoes (in its error text or its MS-CV header) reaches an event, an
+    error (scrubbed on the error path, before any hook sees it) or a log line."""
     record = Recorder()
     caplog.set_level(logging.DEBUG, logger="store_async")
     async with emulator() as fake:
@@ -517,19 +517,22 @@ async def test_a_server_echoing_secrets_gets_none_into_events_or_logs(
             hooks=record.hooks,
             sleep=FakeClock().sleep,
         ) as store:
-            await consume_all(store, [ConsumeRequest.for_item(user, f"i{n}") for n in range(60)])
+            outcomes = await consume_all(
+                store, [ConsumeRequest.for_item(user, f"i{n}") for n in range(60)]
+            )
     echoed = [e for e in record.attempt_ends if e.status == 500]
     assert echoed
     assert all(e.server_cv is None and e.error is not None for e in echoed)
     assert all(e.error.server_cv is None for e in echoed if e.error is not None)
-    text = caplog.text
+    errors = [o for o in outcomes if isinstance(o, StoreError)]
+    text = caplog.text + "".join(f"{e!r}{e!s}" for e in [*record.everything(), *errors])
     for event in record.everything():
         for name in attrs.fields_dict(type(event)):
-            if name != "error":
-                text += f" {getattr(event, name)!r}"
+            text += f" {getattr(event, name)!r}"
         error = getattr(event, "error", None)
         if error is not None:
-            text += f" {error.cv} {error.server_cv} {error.correlation_id} {error.request_id}"
+            text += f" {error.message} {error.cv} {error.server_cv} {error.correlation_id}"
+            text += f" {error.service_error!r}"
     for secret in fragments(token, key):
         assert secret not in text
 
@@ -604,3 +607,20 @@ def test_first_vectors_are_unique_cv_v2_bases_across_the_counter_s_carries() -> 
     assert next(other)[:12] != vectors[0][:12]
     # Consecutive calls differ in the counter only; the 256th carries into the prefix.
     assert vectors[0][:20] == vectors[255][:20] != vectors[256][:20]
+
+
+def test_two_echoed_jwts_sharing_their_first_characters_are_both_scrubbed_whole() -> None:
+    """A Store ID key and an access token both start ``eyJhbGciOi...``: scrubbing the longer
+    one's cut-short forms must not eat the start of the other and leave its rest behind."""
+    from store_async._secrets import scrub_text
+
+    header = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"
+    token = f"{header}.eyJhdWQiOiJzdG9yZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+    key = f"{header}.eyJ1c2VyIjoidSIsImxvbmdlciI6InBheWxvYWQifQ.a2V5LXNpZ25hdHVyZS1sb25nZXI"
+    assert len(key) > len(token)
+    text = scrub_text(f"from {token} for {key}", [token, key])
+    assert text == "from <redacted> for <redacted>"
+    # Cut short by a length limit in the middle of the token (as an error message is).
+    cut = f"from {token} for {key}"[: len("from ") + len(token) - 10]
+    assert scrub_text(cut, [token, key]) == "from <redacted>"
+    assert scrub_text(cut + "...", [token, key]) == "from <redacted>..."

@@ -48,6 +48,7 @@ COMMANDS: Final = {
 
 EXIT_USAGE: Final = 1
 LOGGER: Final = "store_async"
+AZURE_LOGGER: Final = "azure"  # silenced by the CLI (see _configure_logging)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,6 +120,10 @@ def _configure_logging(args: argparse.Namespace) -> logging.Handler:
     logger = logging.getLogger(LOGGER)
     logger.addHandler(handler)
     logger.setLevel(level)
+    # azure-identity logs a failing credential's whole story at WARNING, the token service's
+    # answer included (which a proxy may fill with the request's secrets): the CLI shows the
+    # library's typed error instead, which names the credential's exception by type only.
+    logging.getLogger(AZURE_LOGGER).setLevel(logging.CRITICAL)
     return handler
 
 
@@ -155,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger = logging.getLogger(LOGGER)
             logger.removeHandler(handler)
             logger.setLevel(logging.NOTSET)
+            logging.getLogger(AZURE_LOGGER).setLevel(logging.NOTSET)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ import sys
 
 import orjson
 
+from store_async.cli._loop import run as run_loop
 from store_async.endpoints import Endpoints
 from store_async.fulfillment import ExitCode, read_jsonl
 from store_async.fulfillment._pg_schema import dsn_password, redact_dsn
@@ -35,7 +36,7 @@ def run_worker(args: argparse.Namespace, endpoints: Endpoints) -> int:
             file=sys.stderr,
         )
     try:
-        report = asyncio.run(_work(args, endpoints))
+        report = run_loop(_work(args, endpoints), args.loop)
         print(report.summary())
         for row in report.report.failures[:LISTED_FAILURES]:
             print(f"  {row}")

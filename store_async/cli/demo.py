@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 
 from store_async.cli._arguments import integer, real, user_rate
+from store_async.cli._loop import add_loop_option
+from store_async.cli._loop import run as run_loop
 
 if TYPE_CHECKING:
     from store_async import StoreClient
@@ -54,6 +56,7 @@ MAX_ROUNDS = 10
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_loop_option(parser)
     parser.add_argument("--count", type=integer(1), default=10_000, help="consumables (10000)")
     parser.add_argument(
         "--fault-rate",
@@ -342,4 +345,4 @@ def _report(
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo(args, sys.stdout))
+    return run_loop(_demo(args, sys.stdout), args.loop)

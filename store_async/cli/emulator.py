@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from store_async.cli._arguments import integer, real
+from store_async.cli._loop import add_loop_option
+from store_async.cli._loop import run as run_loop
 
 if TYPE_CHECKING:
     from store_async.emulator import StoreEmulator
@@ -43,6 +45,7 @@ __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_loop_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
         "--port", type=integer(0, 65535), default=8080, help="port (8080; 0 = any free port)"
@@ -63,6 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Retry-After sent with injected 429/503 answers (1)",
     )
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
+    parser.add_argument(
+        "--latency",
+        type=real(0.0, 3600.0),
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every call this late, like a real Store round trip (0; e.g. 0.1)",
+    )
     parser.add_argument(
         "--token",
         default=None,
@@ -128,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     server_log.addHandler(handler)
     server_log.propagate = False
     try:
-        return asyncio.run(_serve(args))
+        return run_loop(_serve(args), args.loop)
     finally:
         server_log.removeFilter(hang_ups)
         server_log.removeHandler(handler)
@@ -235,6 +245,7 @@ async def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         dev_token=args.token,
+        latency=args.latency,
         user_limit=args.user_limit,
         refund_queue=args.refund_queue,
     )

@@ -16,10 +16,11 @@ Every API family is served on one base URL (:attr:`StoreEmulator.url`), with the
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import ssl
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
@@ -103,6 +104,7 @@ class StoreEmulator(Seeding):
         record_requests: bool = False,
         user_limit: tuple[int, float] | UserLimits | None = None,
         refund_queue: str | None = None,
+        latency: float = 0.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValidationError(f"port must be within 0..65535, got {port}")
@@ -119,6 +121,10 @@ class StoreEmulator(Seeding):
             raise ValidationError(
                 f"faults must be a FaultPlan, e.g. FaultPlan(rate=0.1), got {type(faults).__name__}"
             )
+        if not (isinstance(latency, (int, float)) and 0 <= latency < 3600):
+            raise ValidationError(f"latency must be within 0..3600 seconds, got {latency!r}")
+        self.latency = float(latency)
+        """Seconds every answer waits before it is made (a real Store round trip: ~0.1)."""
         self.host = host
         self._port = port
         self._tls_wanted = tls
@@ -169,6 +175,8 @@ class StoreEmulator(Seeding):
         if self._tls_wanted and self._tls is None:
             self._tls = TlsMaterial(self.host)
         app = self._service.application()
+        if self.latency > 0:
+            app.middlewares.append(_fixed_latency(self.latency))
         self.refunds.register(app, self._tokens)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
@@ -400,3 +408,16 @@ class StoreEmulator(Seeding):
     def __repr__(self) -> str:
         where = self._url or "not started"
         return f"StoreEmulator({where}, faults={self.faults.rate_for('consume')})"
+
+
+def _fixed_latency(seconds: float) -> Any:
+    """A middleware that answers every request but the control plane's ``seconds`` late."""
+
+    @web.middleware
+    async def delay(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/_emulator"):
+            await asyncio.sleep(seconds)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return delay

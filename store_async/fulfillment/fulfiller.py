@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 import attrs
 
@@ -56,7 +56,13 @@ from store_async.fulfillment.source import LineError
 from store_async.models import ConsumeRequest, ConsumeResult
 from store_async.pacing import UserPacer, UserRate, user_of
 
-__all__ = ["ConsumeClient", "Fulfiller", "Item"]
+__all__ = ["DEFAULT_CONCURRENCY", "ConsumeClient", "Fulfiller", "Item"]
+
+DEFAULT_CONCURRENCY: Final = 512
+"""Consume calls in flight by default, from Little's law: in flight = throughput x round trip.
+A real Store round trip is ~0.1 s, so 512 calls in flight allow ~5,000 fulfillments/s, what
+one process with a SQLite journal sustains (64, the old default, capped it at ~640/s). See
+``docs/guides/performance.md``."""
 
 Item: TypeAlias = Fulfillment | ConsumeRequest | LineError
 """What :meth:`Fulfiller.run` accepts: fulfillments, bare requests (keyed by their idempotency
@@ -81,7 +87,8 @@ class ConsumeClient(Protocol):
 class Fulfiller:
     """Send fulfillments through ``client``, journaled in ``journal``.
 
-    - ``concurrency``: consume calls in flight at most.
+    - ``concurrency``: consume calls in flight at most (:data:`DEFAULT_CONCURRENCY`: sized by
+      Little's law for a 0.1 s Store round trip).
     - ``grace``: seconds in-flight calls get to finish after :meth:`stop`.
     - ``retry_failed``: resend rows that failed permanently in an earlier run (with their
       original idempotency key), e.g. after fixing an expired Store ID key in the input.
@@ -106,7 +113,7 @@ class Fulfiller:
         client: ConsumeClient,
         journal: Journal,
         *,
-        concurrency: int = 64,
+        concurrency: int = DEFAULT_CONCURRENCY,
         grace: float = 30.0,
         retry_failed: bool = False,
         on_rejected: Callable[[LineError], None] | None = None,
@@ -315,8 +322,12 @@ class Fulfiller:
                     group.create_task(self._work(queue)) for _ in range(self._concurrency)
                 ]
         except BaseExceptionGroup as errors:  # one failing task cancels the others
-            if len(errors.exceptions) == 1:
-                raise errors.exceptions[0] from None
+            # A failed journal fails every waiting worker at once: report it once, as itself.
+            first = errors.exceptions[0]
+            if len(errors.exceptions) == 1 or all(
+                isinstance(error, StoreError) for error in errors.exceptions
+            ):
+                raise first from None
             raise
 
     # -- feeder -------------------------------------------------------------------------------

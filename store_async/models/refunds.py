@@ -34,7 +34,8 @@ __all__ = [
     "refund_event_state",
 ]
 
-_SIGNATURE: Final = re.compile(r"(?i)(\bsig(?:=|%3D))[^&\s\"'<>]*")
+# "+", not "*": an already redacted "sig=<redacted>" must stay as it is (idempotent).
+_SIGNATURE: Final = re.compile(r"(?i)(\bsig(?:=|%3D))[^&\s\"'<>,;\\]+")
 
 
 def redact_sas(text: str) -> str:
