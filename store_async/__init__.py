@@ -18,9 +18,14 @@ public sub-modules.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from store_async._version import __version__
+
+# A library is quiet: without this, Python's last-resort handler would print our WARNING records
+# (a raising hook) on stderr when the application configured no logging.
+logging.getLogger("store_async").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs
     from store_async._auth import (
@@ -111,7 +116,16 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs
         AttemptStarted as AttemptStarted,
     )
     from store_async.instrumentation import (
+        CallFinished as CallFinished,
+    )
+    from store_async.instrumentation import (
+        CallStarted as CallStarted,
+    )
+    from store_async.instrumentation import (
         ClientHooks as ClientHooks,
+    )
+    from store_async.instrumentation import (
+        combine_hooks as combine_hooks,
     )
     from store_async.models import (
         ClientContext as ClientContext,
@@ -191,6 +205,9 @@ _ORIGINS: dict[str, str] = {
     "AttemptFinished": "store_async.instrumentation",
     "AttemptStarted": "store_async.instrumentation",
     "ClientHooks": "store_async.instrumentation",
+    "CallFinished": "store_async.instrumentation",
+    "CallStarted": "store_async.instrumentation",
+    "combine_hooks": "store_async.instrumentation",
     "StoreIdKey": "store_async.store_id_key",
     "StoreIdKeyKind": "store_async.store_id_key",
 }
@@ -240,6 +257,8 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "AuthenticationError",
+    "CallFinished",
+    "CallStarted",
     "ClientContext",
     "ClientHooks",
     "CollectionItem",
@@ -286,6 +305,7 @@ __all__ = [
     "UserIdentity",
     "ValidationError",
     "__version__",
+    "combine_hooks",
 ]
 
 

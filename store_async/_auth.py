@@ -303,7 +303,9 @@ class TokenCache:
         if self._token is not None and now < self._usable_until:
             delay = min(self._backoff * 2 ** (self._failures - 1), self._backoff_cap)
             self._refresh_at = min(now + delay, self._usable_until)
-            _logger.warning(
+            # DEBUG: nothing failed for the caller (the cached token keeps serving), and a
+            # library does not print (docs/guides/observability.md).
+            _logger.debug(
                 "early refresh of the access token for %s failed (%s); keeping the current "
                 "token, next try in %.1fs",
                 self._scope,
@@ -311,7 +313,7 @@ class TokenCache:
                 delay,
             )
         else:
-            _logger.warning(
+            _logger.debug(  # raised to the callers that waited for it: theirs to log
                 "could not get an access token for %s (%s)", self._scope, type(error).__name__
             )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final, TypeVar
 
@@ -25,6 +25,7 @@ from store_async import _operations as ops
 from store_async._auth import Credential, TokenCache
 from store_async._budget import RetryBudget
 from store_async._connector import PoolGuardConnector
+from store_async._cv import check_client_request_id
 from store_async._engine import Engine
 from store_async._paging import AsyncPager
 from store_async._policy import RetryPolicy, deprecated_deadline
@@ -38,7 +39,7 @@ from store_async.errors import (
     StoreError,
     ValidationError,
 )
-from store_async.instrumentation._hooks import ClientHooks
+from store_async.instrumentation._hooks import ClientHooks, combine_hooks
 from store_async.models import (
     CollectionItem,
     ConsumeRequest,
@@ -96,6 +97,23 @@ def _without_sas(error: StoreError) -> StoreError:
     return error
 
 
+class _PageIds:
+    """The ``client_request_id`` of each page of a listing: the caller's, extended by the page
+    number (``<id>.1``, ``<id>.2``...), so every page is a call with a base of its own."""
+
+    __slots__ = ("_base", "_page")
+
+    def __init__(self, base: str | None) -> None:
+        self._base = None if base is None else check_client_request_id(base)
+        self._page = 0
+
+    def next(self) -> str | None:
+        if self._base is None:
+            return None
+        self._page += 1
+        return f"{self._base}.{self._page}"
+
+
 def _timeout(timeout: float | None, deadline: float | None, method: str) -> float | None:
     """The per-call timeout, accepting the deprecated ``deadline=`` spelling."""
     if deadline is None:
@@ -127,7 +145,9 @@ class StoreClient:
     :param max_response_bytes: larger bodies raise ``ResponseTooLargeError`` unread.
     :param user_agent: the ``User-Agent`` header.
     :param ssl_context: TLS settings (for example a test CA); default: system trust store.
-    :param hooks: attempt start/end callables (:class:`ClientHooks`).
+    :param hooks: call and attempt start/end callables (:class:`ClientHooks`), or a sequence
+        of such sets, called in order (:func:`~store_async.combine_hooks`). Unset, a call pays
+        nothing for them.
     :param user_rate: pace each user (by the Store ID key's user) to at most ``ops`` sends in
         any ``seconds`` (``"200/300"``: the Store's service-to-service limit), resends included:
         a call waits for its user's turn within its timeout, else ends at once with
@@ -151,7 +171,7 @@ class StoreClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         user_agent: str = f"store-async/{__version__}",
         ssl_context: ssl.SSLContext | None = None,
-        hooks: ClientHooks | None = None,
+        hooks: ClientHooks | Iterable[ClientHooks] | None = None,
         user_rate: UserRate | str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -169,7 +189,12 @@ class StoreClient:
         if transport is not None and session is not None:
             raise ValidationError("give transport or session, not both")
         if hooks is not None and not isinstance(hooks, ClientHooks):
-            raise ValidationError("hooks must be a ClientHooks instance")
+            if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+                raise ValidationError(
+                    "hooks must be a ClientHooks instance or a sequence of them, "
+                    f"not {type(hooks).__name__}"
+                )
+            hooks = combine_hooks(*hooks)
         self._owns_tokens = not isinstance(credential, TokenCache)
         self._tokens = credential if isinstance(credential, TokenCache) else TokenCache(credential)
         self._endpoints = endpoints
@@ -301,6 +326,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> ConsumeResult:
         """Report a consumable as fulfilled (``POST /v6.0/collections/consume``, 204), or, for a
@@ -312,6 +339,13 @@ class StoreClient:
         :param timeout: seconds for the whole call, all attempts included (default: the
             policy's); ``deadline=`` is its deprecated name.
         :param attempts: attempts at most (default: the policy's).
+        :param headers: extra request headers for this call (every method takes them): sent on
+            every attempt; a header the client sets itself (``Authorization``,
+            ``Content-Type``, ``MS-CV``, ``User-Agent``...) raises ``ValidationError``.
+        :param client_request_id: the base of this call's ``MS-CV`` correlation vector
+            (every method takes it): attempt *N* sends ``<client_request_id>.<N>``. A CV base
+            (16 or 22 characters of ``A-Z a-z 0-9 + /``), optionally extended (``<base>.3``);
+            default: a fresh random base per call. Listings extend it per page.
         :raises OutcomeUnknownError: retries ended after an attempt that may have been applied;
             resend the same request later to settle it.
         :raises StoreError: a definite failure (``InvalidRequestError``,
@@ -328,7 +362,14 @@ class StoreClient:
         else:
             route = self._consume_by_transaction
         return await self._call(
-            route, dumps(request), request.idempotency_key, request, timeout, attempts
+            route,
+            dumps(request),
+            request.idempotency_key,
+            request,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
         )
 
     async def query_products(
@@ -337,6 +378,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> QueryResult:
         """One page of a user's products (``POST /v6.0/collections/query``)."""
@@ -345,7 +388,16 @@ class StoreClient:
                 f"query_products needs a QueryRequest, got {type(request).__name__}"
             )
         timeout = _timeout(timeout, deadline, "query_products")
-        return await self._call(self._query_products, dumps(request), None, None, timeout, attempts)
+        return await self._call(
+            self._query_products,
+            dumps(request),
+            None,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
+        )
 
     def list_products(
         self,
@@ -353,6 +405,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> AsyncPager[CollectionItem, QueryResult]:
         """Every product of every page: ``async for item in store.list_products(query)``;
         ``.by_page(continuation_token=...)`` iterates (or resumes) page by page. The timeout
@@ -362,9 +416,17 @@ class StoreClient:
                 f"list_products needs a QueryRequest, got {type(request).__name__}"
             )
 
+        pages = _PageIds(client_request_id)
+
         async def fetch(token: str | None) -> QueryResult:
             page = request if token is None else request.with_continuation(token)
-            return await self.query_products(page, timeout=timeout, attempts=attempts)
+            return await self.query_products(
+                page,
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
 
         return AsyncPager(fetch)
 
@@ -374,11 +436,19 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> AsyncIterator[CollectionItem]:
         """Every product of every page (the same as :meth:`list_products`)."""
         timeout = _timeout(timeout, deadline, "iter_products")
-        async for item in self.list_products(request, timeout=timeout, attempts=attempts):
+        async for item in self.list_products(
+            request,
+            timeout=timeout,
+            attempts=attempts,
+            headers=headers,
+            client_request_id=client_request_id,
+        ):
             yield item
 
     # -- licenses and entitlements (v8 b2bLicensePreview, v9 publisherQuery) --
@@ -389,13 +459,24 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> LicensePage:
         """One page of licenses and balances (``POST /v8.0/collections/b2bLicensePreview``)."""
         if not isinstance(query, LicenseQuery):
             raise ValidationError(
                 f"query_licenses needs a LicenseQuery, got {type(query).__name__}"
             )
-        return await self._call(self._query_licenses, dumps(query), None, None, timeout, attempts)
+        return await self._call(
+            self._query_licenses,
+            dumps(query),
+            None,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
+        )
 
     def list_licenses(
         self,
@@ -403,6 +484,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> AsyncPager[LicenseItem, LicensePage]:
         """Every license of every page: ``async for item in store.list_licenses(query)``;
         ``.by_page(continuation_token=...)`` iterates (or resumes) page by page. The timeout
@@ -410,9 +493,17 @@ class StoreClient:
         if not isinstance(query, LicenseQuery):
             raise ValidationError(f"list_licenses needs a LicenseQuery, got {type(query).__name__}")
 
+        pages = _PageIds(client_request_id)
+
         async def fetch(token: str | None) -> LicensePage:
             page = query.with_continuation(token)
-            return await self.query_licenses(page, timeout=timeout, attempts=attempts)
+            return await self.query_licenses(
+                page,
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
 
         return AsyncPager(fetch)
 
@@ -422,6 +513,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> EntitlementPage:
         """One page of entitlements (``POST /v9.0/collections/publisherQuery``)."""
         if not isinstance(query, EntitlementQuery):
@@ -429,7 +522,14 @@ class StoreClient:
                 f"query_entitlements needs an EntitlementQuery, got {type(query).__name__}"
             )
         return await self._call(
-            self._query_entitlements, dumps(query), None, None, timeout, attempts
+            self._query_entitlements,
+            dumps(query),
+            None,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
         )
 
     def list_entitlements(
@@ -438,6 +538,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> AsyncPager[EntitlementItem, EntitlementPage]:
         """Every entitlement of every page (see :meth:`list_licenses`)."""
         if not isinstance(query, EntitlementQuery):
@@ -445,9 +547,17 @@ class StoreClient:
                 f"list_entitlements needs an EntitlementQuery, got {type(query).__name__}"
             )
 
+        pages = _PageIds(client_request_id)
+
         async def fetch(token: str | None) -> EntitlementPage:
             page = query.with_continuation(token)
-            return await self.query_entitlements(page, timeout=timeout, attempts=attempts)
+            return await self.query_entitlements(
+                page,
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
 
         return AsyncPager(fetch)
 
@@ -459,6 +569,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> SubscriptionPage:
         """One page of a user's subscriptions (``POST /v8.0/b2b/recurrences/query``)."""
         if not isinstance(query, SubscriptionQuery):
@@ -466,7 +578,14 @@ class StoreClient:
                 f"query_subscriptions needs a SubscriptionQuery, got {type(query).__name__}"
             )
         return await self._call(
-            self._query_subscriptions, dumps(query), None, None, timeout, attempts
+            self._query_subscriptions,
+            dumps(query),
+            None,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
         )
 
     def list_subscriptions(
@@ -476,6 +595,8 @@ class StoreClient:
         sandbox_id: str | None = None,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> AsyncPager[Subscription, SubscriptionPage]:
         """Every subscription of the user whose **purchase** Store ID key is ``b2b_key``:
         ``async for subscription in store.list_subscriptions(key)``; ``.by_page(...)`` pages.
@@ -484,9 +605,17 @@ class StoreClient:
         """
         query = SubscriptionQuery(b2b_key=b2b_key, sandbox_id=sandbox_id)
 
+        pages = _PageIds(client_request_id)
+
         async def fetch(token: str | None) -> SubscriptionPage:
             page = query.with_continuation(token)
-            return await self.query_subscriptions(page, timeout=timeout, attempts=attempts)
+            return await self.query_subscriptions(
+                page,
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
 
         return AsyncPager(fetch)
 
@@ -497,6 +626,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> Subscription:
         """Cancel, extend, refund or stop auto-renewing a subscription
         (``POST /v8.0/b2b/recurrences/{id}/change``); returns it as changed.
@@ -514,7 +645,9 @@ class StoreClient:
                 f"change_subscription needs a SubscriptionChange, got {type(change).__name__}"
             )
         route = ops.CHANGE_SUBSCRIPTION.bind(self._endpoints, recurrence_id=subscription_id)
-        return await self._call(route, dumps(change), None, None, timeout, attempts)
+        return await self._call(
+            route, dumps(change), None, None, timeout, attempts, headers, client_request_id
+        )
 
     # -- orders of the last 90 days (clawback v1) --
 
@@ -524,11 +657,22 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> OrderPage:
         """A user's orders of the last 90 days (``POST /v8.0/b2b/orders/query``)."""
         if not isinstance(query, OrderQuery):
             raise ValidationError(f"query_orders needs an OrderQuery, got {type(query).__name__}")
-        return await self._call(self._query_orders, dumps(query), None, None, timeout, attempts)
+        return await self._call(
+            self._query_orders,
+            dumps(query),
+            None,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
+        )
 
     def list_orders(
         self,
@@ -538,6 +682,8 @@ class StoreClient:
         sandbox_id: str | None = None,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> AsyncPager[PurchaseOrder, OrderPage]:
         """Every order of the user whose **purchase** Store ID key is ``b2b_key``, optionally
         only those with a line in one of ``line_item_states`` (``Purchased``, ``Revoked``,
@@ -549,9 +695,17 @@ class StoreClient:
             b2b_key=b2b_key, line_item_state_filter=line_item_states, sandbox_id=sandbox_id
         )
 
+        pages = _PageIds(client_request_id)
+
         async def fetch(token: str | None) -> OrderPage:
             page = query.with_continuation(token)
-            return await self.query_orders(page, timeout=timeout, attempts=attempts)
+            return await self.query_orders(
+                page,
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
 
         return AsyncPager(fetch)
 
@@ -561,6 +715,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> Order:
         """Grant a free product (``POST /v6.0/purchases/grant``; with a ``sandbox_id``,
@@ -573,7 +729,16 @@ class StoreClient:
         route = (
             self._grant_free_product if request.sandbox_id is None else self._grant_free_product_v7
         )
-        return await self._call(route, dumps(request), request.order_id, None, timeout, attempts)
+        return await self._call(
+            route,
+            dumps(request),
+            request.order_id,
+            None,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
+        )
 
     async def get_offline_license(
         self,
@@ -583,6 +748,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> OfflineLicense:
         """An offline license (Store for Business ``POST /V1/Products/{p}/{s}/OfflineLicense/{c}``).
@@ -593,7 +760,9 @@ class StoreClient:
             self._endpoints, product_id=product_id, sku_id=sku_id, content_id=content_id
         )
         timeout = _timeout(timeout, deadline, "get_offline_license")
-        return await self._call(route, None, None, None, timeout, attempts)
+        return await self._call(
+            route, None, None, None, timeout, attempts, headers, client_request_id
+        )
 
     async def renew_store_id_key(
         self,
@@ -601,6 +770,8 @@ class StoreClient:
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
         deadline: float | None = None,
     ) -> StoreIdKey:
         """Renew a Store ID key (``POST /v6.0/b2b/keys/renew``); returns the new key.
@@ -619,13 +790,24 @@ class StoreClient:
                 f"renew_store_id_key needs a StoreIdKey, got {type(key).__name__}"
             )
         timeout = _timeout(timeout, deadline, "renew_store_id_key")
-        return await self._call(self._renew[key.kind], None, None, key.value, timeout, attempts)
+        return await self._call(
+            self._renew[key.kind],
+            None,
+            None,
+            key.value,
+            timeout,
+            attempts,
+            headers,
+            client_request_id,
+        )
 
     async def get_refund_queue_sas(
         self,
         *,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> RefundQueueSas:
         """The refund queue's SAS URI (``GET /v8.0/b2b/clawback/sastoken``), valid for hours.
 
@@ -637,7 +819,16 @@ class StoreClient:
         :raises StoreError: any other failure (``AuthenticationError``...).
         """
         try:
-            return await self._call(self._refund_queue_sas, None, None, None, timeout, attempts)
+            return await self._call(
+                self._refund_queue_sas,
+                None,
+                None,
+                None,
+                timeout,
+                attempts,
+                headers,
+                client_request_id,
+            )
         except InvalidRequestError as error:
             raise _without_sas(
                 RefundQueueNotOnboardedError(
@@ -650,6 +841,7 @@ class StoreClient:
                     correlation_id=error.correlation_id,
                     request_id=error.request_id,
                     cv=error.cv,
+                    server_cv=error.server_cv,
                     service_error=error.service_error,
                 )
             ) from None

@@ -3,25 +3,32 @@
 :meth:`Engine.call` takes ``(route, body, key, context)``. Its success path is what every
 consume pays, millions of times, so it does as little as possible: one clock read, the token
 cache's synchronous fast path, a connection slot taken without awaiting, headers prebuilt per
-token, one ``await`` of the transport, the route's parser, one budget deposit. No tenacity
-object, no call object, no closure, no logging call. What is fixed per client (hooks set or not)
-is decided once, at construction, not re-checked per call.
+token (copied once to add the call's ``MS-CV``, from a C-level iterator), one ``await`` of the
+transport, the route's parser, one budget deposit. No tenacity object, no call object, no
+closure, no logging call. What is fixed per client (hooks set or not) is decided once, at
+construction, not re-checked per call.
 
-Everything else — waiting for a token or a connection slot, hooks, a per-call timeout or attempt
-count, an operation whose access token travels in its body, retries — goes through one slotted
-:class:`~store_async._retry.Call` and :meth:`Engine._attempt`.
+Everything else — waiting for a token or a connection slot, hooks (call and attempt events), a
+per-call timeout, attempt count, ``headers=`` or ``client_request_id=``, an operation whose
+access token travels in its body, retries — goes through one slotted
+:class:`~store_async._retry.Call` and :meth:`Engine._attempt`. Every attempt sends
+``MS-CV: <base>.<attempt>``, and every error it raises carries that vector (``cv``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from store_async._auth import TokenCache
 from store_async._budget import RetryBudget
+from store_async._cv import check_client_request_id, first_vectors
+from store_async._headers import check_headers, merge_added
 from store_async._operations import BoundRoute
 from store_async._policy import RetryPolicy
 from store_async._retry import Call, Retrier
@@ -35,7 +42,13 @@ from store_async.errors import (
     TransportError,
     ValidationError,
 )
-from store_async.instrumentation._hooks import AttemptFinished, AttemptStarted, ClientHooks
+from store_async.instrumentation._hooks import (
+    AttemptFinished,
+    AttemptStarted,
+    CallFinished,
+    CallStarted,
+    ClientHooks,
+)
 from store_async.models import _checks
 from store_async.pacing import UserPacer, user_of
 
@@ -52,10 +65,24 @@ storm."""
 Headers = CIMultiDictProxy[str]
 """Prebuilt request headers: aiohttp copies a multidict without converting it first."""
 NOT_OPEN: Final = "the StoreClient is not open: use `async with StoreClient(...) as store:`"
+_CV: Final = "MS-CV"
+# What a server's MS-CV must look like to be kept (as ``server_cv``): a server that echoes
+# anything else there (a token, a key) must not get it into errors, events or journals.
+_CV_SHAPE: Final = re.compile(r"[A-Za-z0-9+/]{16,22}(?:\.[0-9]{1,10}){0,40}")
 
 
 def _headers(values: dict[str, str]) -> Headers:
     return CIMultiDictProxy(CIMultiDict(values))
+
+
+def _stamp(error: StoreError, cv: str) -> None:
+    """Make ``error.cv`` the vector we sent; keep the server's own, if it differs, as
+    ``server_cv`` (idempotent: an error stamped once is left alone)."""
+    server = error.cv
+    if server != cv:
+        if server is not None:
+            error.server_cv = server if _CV_SHAPE.fullmatch(server) else None
+        error.cv = cv
 
 
 class Engine:
@@ -65,7 +92,9 @@ class Engine:
         "_bare",
         "_bare_headers",
         "_budget",
+        "_call_ids",
         "_clock",
+        "_cvs",
         "_header_token",
         "_hooks",
         "_json_headers",
@@ -116,6 +145,8 @@ class Engine:
         self._ok_sent_at = _NEVER  # when the latest success with the header token was sent
         self._last_token_drop = _NEVER
         self._json_headers = self._bare_headers = self._token_body_headers
+        self._cvs = first_vectors()
+        self._call_ids = itertools.count(1)
 
     @property
     def budget(self) -> RetryBudget:
@@ -138,6 +169,8 @@ class Engine:
         context: Any,
         timeout: float | None = None,
         attempts: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_request_id: str | None = None,
     ) -> T:
         """Run one call: the first attempt bare when it can be, the rest under tenacity."""
         started = self._clock()
@@ -147,6 +180,8 @@ class Engine:
             and transport is not None
             and timeout is None
             and attempts is None
+            and headers is None
+            and client_request_id is None
             and route.token_body is None
         ):
             token = self._tokens.fresh_token()
@@ -154,20 +189,20 @@ class Engine:
             if token is not None and slots.try_take():
                 if token is not self._header_token:
                     self._set_headers(token)
+                cv = next(self._cvs)
+                sent = (self._json_headers if body is not None else self._bare_headers).copy()
+                sent.add(_CV, cv)
                 try:
                     try:
                         answer = await transport.send(
-                            route.method,
-                            route.url,
-                            self._json_headers if body is not None else self._bare_headers,
-                            body,
-                            self._timeout,
+                            route.method, route.url, sent, body, self._timeout
                         )
                     finally:
                         slots.give()
                     result = route.parse(answer, 1, context)
                 except StoreError as error:
                     scrub_attempt_error(error, token, body, route.secret_fields)
+                    _stamp(error, cv)
                     if isinstance(error, AuthenticationError):
                         self._judge_401(error, token, started)
                     call = Call(
@@ -178,13 +213,16 @@ class Engine:
                         context,
                         started + self._timeout,
                         self._policy.attempts,
+                        cv[:-2],  # the base: ".1" off
                     )
                     result = await call.retry(error)
                 else:
                     self._ok_sent_at = started
                 self._budget.deposit()
                 return result
-        return await self._call(route, body, key, context, started, timeout, attempts)
+        return await self._call(
+            route, body, key, context, started, timeout, attempts, headers, client_request_id
+        )
 
     async def _call(
         self,
@@ -195,23 +233,90 @@ class Engine:
         started: float,
         timeout: float | None,
         attempts: int | None,
+        headers: Mapping[str, str] | None,
+        client_request_id: str | None,
     ) -> T:
-        """The general path: one :class:`Call`, its first attempt, then retries if needed."""
+        """The general path: one :class:`Call`, its first attempt, then retries if needed;
+        call events around it when hooks are set."""
         if self.transport is None:
             raise ValidationError(NOT_OPEN)
         seconds = self._timeout if timeout is None else _checks.seconds(timeout, "timeout")
         max_attempts = self._policy.attempts if attempts is None else _checks.attempts(attempts)
-        call = Call(self._retrier, route, body, key, context, started + seconds, max_attempts)
+        base = (
+            next(self._cvs)[:-2]  # the base: ".1" off
+            if client_request_id is None
+            else check_client_request_id(client_request_id)
+        )
+        call = Call(
+            self._retrier,
+            route,
+            body,
+            key,
+            context,
+            started + seconds,
+            max_attempts,
+            base,
+            check_headers(headers),
+        )
+        hooks = self._hooks
+        if hooks is None:
+            try:
+                result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            except StoreError as error:
+                result = await call.retry(error)
+            self._budget.deposit()
+            return result
+        call.call_id = call_id = next(self._call_ids)
+        hooks.call_started(
+            CallStarted(
+                operation=route.name,
+                idempotency_key=key,
+                call_id=call_id,
+                cv_base=base,
+                client_request_id=client_request_id,
+            )
+        )
+        failure: StoreError | None = None
+        interrupted: str | None = None
         try:
-            result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            try:
+                result = await self._attempt(call, 1, call.deadline_at - self._clock())
+            except StoreError as error:
+                result = await call.retry(error)
         except StoreError as error:
-            result = await call.retry(error)
+            failure = error
+            raise
+        except BaseException as error:  # cancelled (or a bug): the end event still fires
+            interrupted = type(error).__name__
+            raise
+        finally:
+            hooks.call_finished(
+                CallFinished(
+                    operation=route.name,
+                    idempotency_key=key,
+                    call_id=call_id,
+                    cv_base=base,
+                    client_request_id=client_request_id,
+                    attempts=call.attempts_started,
+                    duration=self._clock() - started,
+                    error=failure,
+                    interrupted=interrupted,
+                )
+            )
         self._budget.deposit()
         return result
 
     async def _attempt(self, call: Call[T], number: int, remaining: float) -> T:
         """Send once: token, connection slot, headers, send, parse. Raises a classified
-        :class:`StoreError`."""
+        :class:`StoreError` (its ``cv`` the vector this attempt sent, or would have)."""
+        cv = f"{call.cv_base}.{number}"
+        try:
+            return await self._send(call, number, cv, remaining)
+        except StoreError as error:
+            _stamp(error, cv)
+            raise
+
+    async def _send(self, call: Call[T], number: int, cv: str, remaining: float) -> T:
         transport = self.transport
         if transport is None:
             raise ValidationError("the StoreClient was closed during the call")
@@ -239,25 +344,46 @@ class Engine:
             body = call.body
             if route.token_body is not None:
                 body = route.token_body(token, call.context)
-                headers = self._token_body_headers
+                ours = self._token_body_headers
             else:
-                headers = self._bare_headers if body is None else self._json_headers
+                ours = self._bare_headers if body is None else self._json_headers
+            headers = ours.copy()
+            if call.extra_headers is not None:
+                headers.extend(call.extra_headers)
             hooks = self._hooks
-            started = sent_at = clock()
+            url = route.url
+            url_text, address, port = route.http_identity
             if hooks is not None:
+                call.attempts_started += 1
+                added: dict[str, str] = {}
                 hooks.attempt_started(
-                    AttemptStarted(operation=route.name, idempotency_key=call.key, attempt=number)
+                    AttemptStarted(
+                        operation=route.name,
+                        idempotency_key=call.key,
+                        call_id=call.call_id,
+                        attempt=number,
+                        cv=cv,
+                        method=route.method,
+                        url=url_text,
+                        server_address=address,
+                        server_port=port,
+                        headers=added,
+                    )
                 )
-                started = clock()
+                if added:
+                    merge_added(headers, added)
+            headers.add(_CV, cv)
+            started = sent_at = clock()
             try:
                 try:
-                    answer = await transport.send(route.method, route.url, headers, body, remaining)
+                    answer = await transport.send(route.method, url, headers, body, remaining)
                 finally:
                     slots.give()
                     slots = None  # given back: the outer finally must not give it twice
                 result = route.parse(answer, number, call.context)
             except StoreError as error:
                 scrub_attempt_error(error, token, body, route.secret_fields)
+                _stamp(error, cv)
                 if user is not None:
                     self._answered(user, stamp, error)
                 if isinstance(error, AuthenticationError):
@@ -267,13 +393,41 @@ class Engine:
                         AttemptFinished(
                             operation=route.name,
                             idempotency_key=call.key,
+                            call_id=call.call_id,
                             attempt=number,
+                            method=route.method,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
                             duration=clock() - started,
                             status=error.status,
                             error=error,
                             correlation_id=error.correlation_id,
                             request_id=error.request_id,
-                            cv=error.cv,
+                            cv=cv,
+                            retry_budget=self._budget.tokens,
+                            server_cv=error.server_cv,
+                        )
+                    )
+                raise
+            except BaseException as error:  # cancelled mid-attempt: its end event still fires
+                if hooks is not None:
+                    hooks.attempt_finished(
+                        AttemptFinished(
+                            operation=route.name,
+                            idempotency_key=call.key,
+                            call_id=call.call_id,
+                            attempt=number,
+                            method=route.method,
+                            url=url_text,
+                            server_address=address,
+                            server_port=port,
+                            duration=clock() - started,
+                            status=None,
+                            error=None,
+                            cv=cv,
+                            retry_budget=self._budget.tokens,
+                            interrupted=type(error).__name__,
                         )
                     )
                 raise
@@ -286,17 +440,27 @@ class Engine:
             self._ok_sent_at = sent_at
         if hooks is not None:
             status, answer_headers, _ = answer
+            server_cv = answer_headers.get(_CV)
+            if server_cv is not None and (server_cv == cv or not _CV_SHAPE.fullmatch(server_cv)):
+                server_cv = None
             hooks.attempt_finished(
                 AttemptFinished(
                     operation=route.name,
                     idempotency_key=call.key,
+                    call_id=call.call_id,
                     attempt=number,
+                    method=route.method,
+                    url=url_text,
+                    server_address=address,
+                    server_port=port,
                     duration=clock() - started,
                     status=status,
                     error=None,
                     correlation_id=answer_headers.get("MS-CorrelationId"),
                     request_id=answer_headers.get("MS-RequestId"),
-                    cv=answer_headers.get("MS-CV"),
+                    cv=cv,
+                    retry_budget=self._budget.tokens,
+                    server_cv=server_cv,
                 )
             )
         return result

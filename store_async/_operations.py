@@ -150,6 +150,7 @@ class BoundRoute(Generic[T]):
     """A :class:`Route` with its URL built: what the engine's fast path reads per call."""
 
     __slots__ = (
+        "http_identity",
         "key_name",
         "method",
         "name",
@@ -165,6 +166,9 @@ class BoundRoute(Generic[T]):
     def __init__(self, route: Route[T], url: URL) -> None:
         self.route = route
         self.url = url
+        # For hook events (the HTTP semantic conventions' url.full, server.address and
+        # server.port), rendered once per bound route rather than twice per attempt.
+        self.http_identity = (str(url), url.host or "", url.port or 0)
         # Copied flat: one attribute read each on the hot path.
         self.name = route.name
         self.method = route.method

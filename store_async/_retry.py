@@ -82,11 +82,15 @@ class Call(Generic[T]):
     """
 
     __slots__ = (
+        "attempts_started",
         "body",
+        "call_id",
         "context",
         "count",
+        "cv_base",
         "deadline_at",
         "expired",
+        "extra_headers",
         "first_error",
         "key",
         "last_error",
@@ -108,6 +112,8 @@ class Call(Generic[T]):
         context: Any,
         deadline_at: float,
         max_attempts: int,
+        cv_base: str,
+        extra_headers: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
         self.retrier = retrier
         self.route = route
@@ -125,6 +131,12 @@ class Call(Generic[T]):
         self.first_error: StoreError | None = None
         self.last_error: StoreError | None = None
         self.expired = False  # a wait overslept the deadline: no attempt left to send
+        self.cv_base = cv_base
+        """Attempt *N* sends ``MS-CV: <cv_base>.<N>``."""
+        self.extra_headers = extra_headers
+        """The caller's ``headers=``, checked (none of ours among them)."""
+        self.call_id = 0  # set when hooks are: attempt events name their call by it
+        self.attempts_started = 0  # attempt start events emitted (hooks only)
 
     # -- the driver ---------------------------------------------------------------------------
 
@@ -279,5 +291,6 @@ class Call(Generic[T]):
             correlation_id=last.correlation_id,
             request_id=last.request_id,
             cv=last.cv,
+            server_cv=last.server_cv,
             retry_after=last.retry_after,
         )

@@ -43,6 +43,11 @@ MIN_SECRET: Final = 8
 signature to 44): they are not looked for, since removing every ``u`` would mangle the text."""
 _DOTNET_ESCAPED: Final = {c: f"\\u{ord(c):04X}" for c in "+&<>'\"`"}
 _CHAIN_DEPTH: Final = 8
+_RUN_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-%\\"
+)
+"""Characters a token, key or signature (or an encoded form of one) continues with; not ``.``,
+so an echo cut short and marked ``...`` is still a cut-short echo."""
 
 
 def _variants(secret: str) -> set[str]:
@@ -72,6 +77,12 @@ def _forms(secrets: Iterable[str | None]) -> tuple[str, ...]:
 
 
 def _scrub(text: str, forms: tuple[str, ...]) -> str:
+    # Whole echoes first: JWTs share their first characters (``eyJhbGciOi...``), so the
+    # cut-short pass below, run for one secret, would otherwise take the start of *another*
+    # whole secret for a fragment of its own and leave that one's rest in the text.
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
     for form in forms:
         head = form[:MIN_FRAGMENT]
         start = text.find(head)
@@ -80,6 +91,11 @@ def _scrub(text: str, forms: tuple[str, ...]) -> str:
             limit = min(len(text), start + len(form))
             while end < limit and text[end] == form[end - start]:
                 end += 1
+            if end - start < len(form) and end < len(text) and text[end] in _RUN_CHARS:
+                # The run goes on with other characters: another string that starts like this
+                # secret (another JWT: the same header), not a cut-short echo of it.
+                start = text.find(head, start + 1)
+                continue
             text = text[:start] + REDACTED + text[end:]
             start = text.find(head, start + len(REDACTED))
     return redact_sas(text)

@@ -356,7 +356,8 @@ def _generate(
 ) -> Callable[[Any], Any]:
     """The structuring function of ``cls``: for an object whose keys are lowercased (``slow``
     is None), or for any JSON value, matching the wire names as sent and handing an object
-    with any other key to ``slow`` (which looks again in any casing)."""
+    that lacks a required name or holds another spelling of a name to ``slow`` (which looks
+    again in any casing). Unknown names are ignored either way."""
     lowered = slow is None
     source = _Source()
     add = source.lines.append
@@ -365,50 +366,132 @@ def _generate(
     names = [
         field_wire_name(field).lower() if lowered else field_wire_name(field) for field in fields
     ]
+    direct = _settable(cls)
     add("def structure(value):")  # the parameters are completed below
-    if not lowered:
-        add("    if type(value) is not dict:")
-        add("        raise TypeError")
-        # Every key is a field's exact wire name (the usual case): then an absent field is
-        # really absent, and no other spelling of a name can hide in the object.
-        add(f"    if not value.keys() <= {source.name(frozenset(names))}:")
-        add(f"        return {source.name(slow)}(value)")
+    add("    if type(value) is not dict:")
+    add("        raise TypeError")
     add("    get = value.get")
+    # 1. Read every field by its exact name, counting those present.
+    required = {i for i, field in enumerate(fields) if field.default is attrs.NOTHING}
+    if required and lowered:  # absent: KeyError, explained by cattrs
+        for index in required:
+            add(f"    v{index} = value[{names[index]!r}]")
+    elif required:  # absent as sent: perhaps present in another casing
+        add("    try:")
+        for index in required:
+            add(f"        v{index} = value[{names[index]!r}]")
+        add("    except KeyError:")
+        add(f"        return {source.name(slow)}(value)")
+    if not lowered:
+        add(f"    n = {len(required)}")
+    for index, name in enumerate(names):
+        if index in required:
+            continue
+        add(f"    v{index} = get({name!r}, _MISSING)")
+        if not lowered:
+            add(f"    if v{index} is not _MISSING:")
+            add("        n += 1")
+    if not lowered:
+        # Every key was one of the names as sent (the usual case), or the others are unknown
+        # names: no other spelling of a name can hide in the object.
+        known, lower = frozenset(names), frozenset(name.lower() for name in names)
+        add(
+            f"    if n != len(value) and {source.name(_respelled)}(value, {source.name(known)},"
+            f" {source.name(lower)}):"
+        )
+        add(f"        return {source.name(slow)}(value)")
+    # 2. Convert each value (absent: its default).
     arguments, factories = [], []
-    for index, (field, name) in enumerate(zip(fields, names, strict=True)):
+    for index, field in enumerate(fields):
         variable, type_, default = f"v{index}", hints[field.name], field.default
-        if default is None and _is_optional(type_):
-            add(f"    {variable} = get({name!r})")  # absent reads as null: None either way
+        if index in required:
             _convert(type_, variable, "    ", source)
-        elif default is attrs.NOTHING:
-            add(f"    {variable} = value[{name!r}]")  # absent: KeyError, explained by cattrs
-            _convert(type_, variable, "    ", source)
+        elif default is None and _is_optional(type_):
+            add(f"    if {variable} is _MISSING:")
+            add(f"        {variable} = None")  # absent reads as null
+            add("    else:")
+            before = len(source.lines)
+            _convert(type_, variable, "        ", source)
+            if len(source.lines) == before:
+                add("        pass")
         else:
-            add(f"    {variable} = get({name!r}, _MISSING)")
             add(f"    if {variable} is not _MISSING:")
             before = len(source.lines)
             _convert(type_, variable, "        ", source)
             if len(source.lines) == before:
                 add("        pass")
             if isinstance(default, cast(Any, attrs.Factory)):
-                factories.append((field.alias, variable))  # absent: attrs calls the factory
-                continue
-            add("    else:")
-            add(f"        {variable} = {source.name(default)}")
+                if direct is not None:
+                    add("    else:")
+                    add(f"        {variable} = {source.name(default.factory)}()")
+                else:
+                    factories.append((field.alias, variable))  # absent: attrs calls it
+                    continue
+            else:
+                add("    else:")
+                add(f"        {variable} = {source.name(default)}")
         arguments.append(f"{field.alias}={variable}")
-    if factories:
-        add("    extra = {}")
-        for alias, variable in factories:
-            add(f"    if {variable} is not _MISSING:")
-            add(f"        extra[{alias!r}] = {variable}")
-        arguments.append("**extra")
-    add(f"    return {source.name(cls)}({', '.join(arguments)})")
+    # 3. Build the record.
+    if direct is not None:
+        # What attrs' __init__ would do, minus its keyword-argument call: a new instance, each
+        # slot set through its descriptor (a frozen class refuses only setattr), converters
+        # applied as attrs applies them (to given and default values alike).
+        add(f"    record = {source.name(object.__new__)}({source.name(cls)})")
+        for index, (setter, converter) in enumerate(direct):
+            value = f"v{index}" if converter is None else f"{source.name(converter)}(v{index})"
+            add(f"    {source.name(setter)}(record, {value})")
+        add("    return record")
+    else:
+        if factories:
+            add("    extra = {}")
+            for alias, variable in factories:
+                add(f"    if {variable} is not _MISSING:")
+                add(f"        extra[{alias!r}] = {variable}")
+            arguments.append("**extra")
+        add(f"    return {source.name(cls)}({', '.join(arguments)})")
     # Everything the function refers to is bound as a default argument: a local, not a global.
     source.lines[0] = f"def structure(value, {', '.join(f'{n}={n}' for n in source.names)}):"
     namespace = dict(source.names)
     exec("\n".join(source.lines), namespace)  # our own generated source, from attrs fields
     generated: Callable[[Any], Any] = namespace["structure"]
     return generated
+
+
+def _respelled(value: dict[Any, Any], known: frozenset[str], lower: frozenset[str]) -> bool:
+    """Whether ``value`` holds a key that is not a name as sent but one in another casing (or
+    a key that is not a string): then it must be read in any casing."""
+    return any(type(key) is not str or key.lower() in lower for key in value.keys() - known)
+
+
+def _settable(cls: type) -> list[tuple[Any, Any]] | None:
+    """Per field, the slot's ``__set__`` and the converter (or None), when building ``cls``
+    slot by slot does exactly what its attrs ``__init__`` does: every field in ``__init__``
+    and in a slot, plain converters (or none), no validator, no pre/post-init hook, no cached
+    hash, the ``__init__`` attrs generated. None otherwise (the record is built by a call)."""
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if code is None or not code.co_filename.startswith("<attrs generated"):
+        return None
+    if any(hasattr(cls, hook) for hook in ("__attrs_pre_init__", "__attrs_post_init__")):
+        return None
+    if getattr(cls, "__attrs_cached_hash__", None) is not None or "_attrs_cached_hash" in getattr(
+        cls, "__slots__", ()
+    ):
+        return None
+    found = []
+    for field in attrs.fields(cast(Any, cls)):
+        slot: Any = cls.__dict__.get(field.name)
+        converter = field.converter
+        if (
+            not field.init
+            or field.validator is not None
+            or type(slot).__name__ != "member_descriptor"
+            or isinstance(converter, attrs.Converter)
+            or (isinstance(field.default, cast(Any, attrs.Factory)) and field.default.takes_self)
+        ):
+            return None
+        found.append((slot.__set__, converter))
+    return found
 
 
 def _entry(cls: type) -> Callable[[Any], Any]:

@@ -115,6 +115,7 @@ class StoreError(Exception):
         cv: str | None = None,
         retry_after: float | None = None,
         service_error: ServiceError | None = None,
+        server_cv: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -124,6 +125,10 @@ class StoreError(Exception):
         self.correlation_id = correlation_id
         self.request_id = request_id
         self.cv = cv
+        """The ``MS-CV`` correlation vector the client *sent* with the attempt that failed
+        (quote it to Microsoft support); before an answer is stamped, the server's."""
+        self.server_cv = server_cv
+        """The ``MS-CV`` the server answered with, when it differs from :attr:`cv`."""
         self.retry_after = retry_after
         self.service_error = service_error
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -259,11 +260,16 @@ def test_a_bad_file_gets_precise_line_errors_and_every_valid_line_is_fulfilled(
         "9 fulfillments: 3 done, 0 already done, 1 failed (0 in earlier runs), 0 pending, "
         "1 duplicate line, 4 rejected lines, in "
     )
-    assert lines[1:] == [
+    (failed_line,) = lines[1:]
+    # The MS-CV the client sent with the refused attempt, for Microsoft support.
+    cv = failed_line.rpartition("cv=")[2].removesuffix(")")
+    assert re.fullmatch(r"[A-Za-z0-9+/]{21}[AQgw]\.1", cv), failed_line
+    assert failed_line == (
         "  line 9: key 'order-9' failed: InvalidRequestError: HTTP 400: The item is not a "
-        "consumable product. (status=400, code=BadRequest, inner_code=InvalidParameter)"
-    ]
+        f"consumable product. (status=400, code=BadRequest, inner_code=InvalidParameter, cv={cv})"
+    )
     document = orjson.loads(report.read_bytes())
+    assert [failure["cv"] for failure in document["failures"]] == [cv]
     assert document["exitCode"] == 2
     assert [(r["line"], r["key"]) for r in document["rejections"]] == [
         (2, None),
@@ -371,8 +377,10 @@ def test_journal_summary_and_export_of_failed_rows(
         "failed rows (first 1):",
         f"  'order-3' (line 3, {failed.request.tracking_id}): InvalidRequestError: HTTP 400: The "
         "item is not a consumable product. (status=400, code=BadRequest, "
-        "inner_code=InvalidParameter)",
+        f"inner_code=InvalidParameter, cv={failed.cv})",  # the MS-CV the client sent
     ]
+    assert failed.cv is not None
+    assert failed.cv.endswith(".1")
     exported = tmp_path / "failed.jsonl"
     result = cli("journal", str(journal), "--export", "failed,pending", "--output", str(exported))
     assert (result.returncode, result.stderr) == (

@@ -164,8 +164,11 @@ async def test_the_retry_log_line_names_what_support_needs(
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
     assert f"trackingId={request.tracking_id}" in line
     assert "after attempt 1: ServiceUnavailableError kind=maybe_applied status=503" in line
-    correlation_id, request_id, cv = answer_ids(fake, 0)  # the 503's
-    assert f"correlation_id={correlation_id} request_id={request_id} cv={cv}" in line
+    correlation_id, request_id, server_cv = answer_ids(fake, 0)  # the 503's
+    sent_cv = fake.request_log[0].cv  # the vector we sent (support looks it up)
+    assert sent_cv is not None
+    assert server_cv == f"{sent_cv}.0"
+    assert f"correlation_id={correlation_id} request_id={request_id} cv={sent_cv}" in line
     assert "wait=" in line
 
 
@@ -203,7 +206,9 @@ async def test_hooks_see_every_attempt_and_a_failing_hook_is_ignored(
     assert first.duration >= 0
     assert second.duration >= 0
     assert "metrics backend down" not in caplog.text
-    assert "raised RuntimeError; ignored" in caplog.text
+    assert "raised RuntimeError (AttemptStarted); ignored, and not reported again" in caplog.text
+    assert caplog.text.count("metrics backend") == 0
+    assert caplog.text.count("raised RuntimeError") == 1  # once per hook, not per event
 
 
 async def test_hooks_report_status_of_error_answers(beneficiary: UserIdentity) -> None:

@@ -568,3 +568,65 @@ def test_exact_names_and_any_casing_give_the_same_record() -> None:
     assert exact == lowered == mixed
     # A date-time string seen before gives an equal value (parsed once, then remembered).
     assert codec.structure(body, CollectionItem).acquired_date == exact.acquired_date
+
+
+# -- records built slot by slot: exactly what their attrs __init__ would do --
+
+
+@attrs.frozen(kw_only=True)
+class _Converted:
+    name: str = attrs.field(converter=str.strip)
+    labels: tuple[str, ...] = attrs.field(factory=list, converter=tuple)
+
+
+@attrs.frozen(kw_only=True)
+class _Validated:
+    name: str
+    count: int = attrs.field(default=1, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class _Checked:
+    name: str
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name must not be empty")
+
+
+def test_converters_apply_to_given_and_default_values_alike() -> None:
+    assert codec._settable(_Converted) is not None  # built slot by slot, not by a call
+    record = codec.structure({"name": "  a  "}, _Converted)
+    assert record == _Converted(name="a")
+    assert record.labels == ()
+    assert type(record.labels) is tuple  # the factory's list, converted as attrs converts it
+    assert codec.structure({"name": "b", "labels": ["x"]}, _Converted).labels == ("x",)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        record.name = "c"  # type: ignore[misc]
+
+
+def test_validators_and_post_init_hooks_still_run() -> None:
+    assert codec._settable(_Validated) is None
+    assert codec._settable(_Checked) is None
+    assert codec.structure({"name": "a", "count": 2}, _Validated).count == 2
+    assert "must be > 0" in failure({"name": "a", "count": 0}, _Validated)
+    assert failure({"name": ""}, _Checked) == "_Checked: $: name must not be empty"
+
+
+def test_only_another_spelling_of_a_name_takes_the_any_casing_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lowered: list[int] = []
+    real = codec._lower
+
+    def counting(value: dict[Any, Any]) -> dict[str, Any]:
+        lowered.append(len(value))
+        return real(value)
+
+    monkeypatch.setattr(codec, "_lower", counting)
+    body = item_json()
+    unknown = codec.structure({**body, "brandNewField": 1, "isTrial": False}, CollectionItem)
+    assert (unknown, lowered) == (codec.structure(body, CollectionItem), [])
+    respelled = {**body, "ItemID": "other"}  # a later spelling wins, as in JSON
+    assert codec.structure(respelled, CollectionItem).item_id == "other"
+    assert lowered == [len(respelled)]

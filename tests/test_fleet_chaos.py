@@ -84,11 +84,11 @@ async def journal_state(server: PostgresServer, dsn: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # a hang guard: each respawn re-imports the CLI, slow on a loaded machine
 async def test_workers_killed_at_random_still_apply_every_line_exactly_once(
     postgres_server: PostgresServer, postgres_dsn: str, tmp_path: Path
 ) -> None:
-    lines, users = 20_000, 500
+    lines, users = 8_000, 500  # 20,000 for the published figure; 8,000 keep the suite short
     input_path = tmp_path / "in.jsonl"
     tracking_ids = write_input(input_path, lines, users)
     plan = FaultPlan(rate=0.10, seed=16, retry_after=0.0, slow_seconds=0.001)
@@ -154,7 +154,7 @@ async def test_workers_killed_at_random_still_apply_every_line_exactly_once(
         assert emu.ledger.duplicates() == {}
         assert emu.ledger.total == lines
         assert all(emu.ledger.applied(tracking_id) == 1 for tracking_id in tracking_ids)
-        assert sum(emu.stats.faults.values()) > 1000  # the faults really happened
+        assert sum(emu.stats.faults.values()) > 400  # the faults really happened (~10 %)
     state = await journal_state(postgres_server, postgres_dsn)
     assert state == {
         "pending": 0, "done": lines, "failed": 0, "leases": 0, "user_pending": 0

@@ -288,7 +288,7 @@ async def test_journal_json_and_export_show_v8_rows_like_the_sqlite_journal(
             {
                 "key": "failed", "line": None, "idempotencyKey": failed.request.tracking_id,
                 "error": "InvalidRequestError", "status": 409, "code": "InsufficientQuantity",
-                "innerCode": None, "message": "not enough units",
+                "innerCode": None, "message": "not enough units", "cv": None,
             }
         ]  # fmt: skip
         assert "eyJ-SECRET-key" not in orjson.dumps(document).decode()

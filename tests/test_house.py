@@ -180,7 +180,8 @@ def _modules_after(code: str) -> set[str]:
     probe = (
         f"{code}\nimport sys, json\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('aiohttp', 'azure', 'cattrs', 'tenacity', 'jwt', 'tqdm'))))"
+        "('aiohttp', 'azure', 'cattrs', 'tenacity', 'jwt', 'tqdm', 'opentelemetry', "
+        "'prometheus_client'))))"
     )
     output = subprocess.run(
         [sys.executable, "-c", probe], check=True, capture_output=True, text=True
@@ -194,6 +195,14 @@ def test_light_imports_load_no_network_or_codec_library() -> None:
     assert _modules_after("import store_async.cli") == set()
     assert _modules_after("from store_async import ConsumeRequest, StoreIdKey") == set()
     assert "aiohttp" in _modules_after("from store_async import StoreClient")
+    # The adapters' libraries load only when their factory is called.
+    assert _modules_after("import store_async.instrumentation") == set()
+    assert "opentelemetry.trace" in _modules_after(
+        "import store_async.instrumentation as i; i.opentelemetry()"
+    )
+    assert "prometheus_client" in _modules_after(
+        "import store_async.instrumentation as i; i.prometheus()"
+    )
 
 
 def test_every_module_imports_first_without_a_cycle() -> None:

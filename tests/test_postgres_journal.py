@@ -273,7 +273,9 @@ async def test_journal_json_for_postgres_and_sqlite(
     postgres_dsn: str, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     lines = [item(n, n % 2) for n in range(6)]
-    failing = InvalidRequestError("no such item", status=400, code="BadRequest")
+    failing = InvalidRequestError(
+        "no such item", status=400, code="BadRequest", cv="tul4NUsfs9Cl7mOf.2"
+    )
     async with PostgresJournal(postgres_dsn) as journal:
         await journal.begin_run()
         await journal.load(lines)
@@ -305,7 +307,7 @@ async def test_journal_json_for_postgres_and_sqlite(
             {
                 "key": "line-4", "line": 5, "idempotencyKey": lines[4].request.tracking_id,
                 "error": "InvalidRequestError", "status": 400, "code": "BadRequest",
-                "innerCode": None, "message": "no such item",
+                "innerCode": None, "message": "no such item", "cv": "tul4NUsfs9Cl7mOf.2",
             }
         ]  # fmt: skip
         assert "user-0" not in orjson.dumps(document).decode()  # no Store ID key

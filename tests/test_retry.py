@@ -71,7 +71,7 @@ async def retry_call(
         return await attempt(number, remaining)
 
     retrier = Retrier(policy, budget, clock, sleep, send)
-    call: Call[T] = Call(retrier, route, None, key, None, deadline_at, max_attempts)
+    call: Call[T] = Call(retrier, route, None, key, None, deadline_at, max_attempts, "b")
     return await call.retry(first_error)
 
 

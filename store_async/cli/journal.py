@@ -183,6 +183,7 @@ def _failed_entry(row: JournalRow) -> dict[str, Any]:
         "code": failure.code if failure else None,
         "innerCode": failure.inner_code if failure else None,
         "message": failure.message if failure else None,
+        "cv": row.cv,  # the MS-CV sent with the failed attempt (for Microsoft support)
     }
 
 

@@ -41,6 +41,11 @@ class LoggedRequest:
     response_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def cv(self) -> str | None:
+        """The ``MS-CV`` correlation vector the request carried, if any."""
+        return self.headers.get("MS-CV")
+
+    @property
     def bearer(self) -> str | None:
         """The access token of the ``Authorization: Bearer`` header, if any."""
         value = self.headers.get("Authorization", "")

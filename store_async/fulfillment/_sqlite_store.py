@@ -34,7 +34,7 @@ _INSERT: Final = """
 _SELECT_BY_KEY: Final = """
     SELECT f.idempotency_key, f.item_id, f.product_id, b.identity_type, b.local_ticket_reference,
         f.state, f.run_id, f.line, f.error_type, f.error_status, f.error_code, f.error_inner_code,
-        f.error_message, f.beneficiary_id, b.identity_value, f.remove_quantity, f.sandbox_id
+        f.error_message, f.beneficiary_id, b.identity_value, f.remove_quantity, f.sandbox_id, f.cv
     FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id
     WHERE f.key = ?
 """
@@ -312,6 +312,7 @@ class JournalStore:
                 code=code,
                 inner_code=inner_code,
                 message=message or "",
+                cv=found[17],
             )
             return Claim(
                 outcome=ClaimOutcome.ALREADY_FAILED,

@@ -91,10 +91,13 @@ class FailureInfo:
     code: str | None = None
     inner_code: str | None = None
     message: str = ""
+    cv: str | None = None
+    """The ``MS-CV`` correlation vector the client sent with the failed attempt (for
+    Microsoft support)."""
 
     @classmethod
     def from_error(cls, error: StoreError) -> FailureInfo:
-        """Keep the status, service codes and message (capped) of ``error``.
+        """Keep the status, service codes, message (capped) and sent ``MS-CV`` of ``error``.
 
         Safe to store and print: :class:`StoreError` messages never contain a secret.
         """
@@ -104,6 +107,7 @@ class FailureInfo:
             code=error.code,
             inner_code=error.inner_code,
             message=error.message[:500],
+            cv=error.cv,
         )
 
     def __str__(self) -> str:
@@ -112,7 +116,12 @@ class FailureInfo:
         return " ".join(parts) if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
 
     def _codes(self) -> tuple[tuple[str, object], ...]:
-        return (("status", self.status), ("code", self.code), ("inner_code", self.inner_code))
+        return (
+            ("status", self.status),
+            ("code", self.code),
+            ("inner_code", self.inner_code),
+            ("cv", self.cv),
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -138,7 +138,7 @@ _ADD_PENDING: Final = """
 _SELECT_EXISTING: Final = """
     SELECT key, idempotency_key, item_id, product_id, quantity, sandbox_id, identity_type,
         local_ticket_reference, state, parked, run_id, line, error_type, error_status,
-        error_code, error_inner_code, error_message
+        error_code, error_inner_code, error_message, cv
     FROM store_async_fulfillments WHERE key = ANY($1::text[])
 """
 _SELECT_HOLDER: Final = """
@@ -637,6 +637,7 @@ class PostgresJournal:
                 code=found["error_code"],
                 inner_code=found["error_inner_code"],
                 message=found["error_message"] or "",
+                cv=found["cv"],
             )
             return Claim(outcome=ClaimOutcome.ALREADY_FAILED, request=journaled, failure=failure)
         return Claim(outcome=ClaimOutcome.RESEND, request=journaled)
@@ -962,7 +963,7 @@ def _journal_row(values: Any) -> JournalRow:
     if error_type is not None:
         failure = FailureInfo(
             error_type=error_type, status=status, code=code, inner_code=inner_code,
-            message=message or "",
+            message=message or "", cv=cv,
         )  # fmt: skip
     request = _request(
         identity_value, identity_type, ticket, idempotency_key, item_id, product_id, quantity,

@@ -65,6 +65,7 @@ class FailedRow:
             "code": self.failure.code,
             "innerCode": self.failure.inner_code,
             "message": self.failure.message,
+            "cv": self.failure.cv,
         }
 
 

@@ -89,6 +89,7 @@ def _row(values: tuple[Any, ...]) -> JournalRow:
             code=code,
             inner_code=inner_code,
             message=message or "",
+            cv=cv,
         )
     return JournalRow(
         key=key,
