@@ -25,6 +25,7 @@ from store_async.emulator import FaultPlan, StoreEmulator
 from store_async.fulfillment import (
     Fulfillment,
     JournalReader,
+    JournalRow,
     RowState,
     SqliteJournal,
 )
@@ -147,17 +148,36 @@ def journal_counts(path: Path) -> dict[RowState, int]:
 def assert_exactly_once(
     emulator: EmulatorThread, journal: Path, lines: int, *, v8_every: int = 0
 ) -> None:
-    """Every journaled tracking id applied exactly once, and nothing else applied; v8 balances
-    (auto-created with 1,000,000 units) are down by exactly the quantities of the v8 lines."""
+    """Every row of the SQLite journal done and applied exactly once (see
+    :func:`assert_rows_applied_once`)."""
     with JournalReader(journal) as reader:
         rows = list(reader.rows())
+    assert_rows_applied_once(emulator.emulator, rows, lines, v8_every=v8_every, run=emulator.sync)
+
+
+def _here(function: Callable[[], T]) -> T:
+    return function()
+
+
+def assert_rows_applied_once(
+    emulator: StoreEmulator,
+    rows: list[JournalRow],
+    lines: int,
+    *,
+    v8_every: int = 0,
+    run: Callable[[Callable[[], Any]], Any] = _here,
+) -> None:
+    """The journal's rows of a :func:`write_input` file (any journal) are all done, each
+    tracking id applied exactly once and nothing else applied; v8 balances (auto-created with
+    1,000,000 units) are down by exactly the quantities of the v8 lines. ``run`` runs a
+    function where the emulator lives (its thread; by default here)."""
     assert len(rows) == lines
     assert {row.state for row in rows} == {RowState.DONE}
-    ledger = emulator.emulator.ledger
-    applied = emulator.sync(lambda: [ledger.applied(row.request.idempotency_key) for row in rows])
+    ledger = emulator.ledger
+    applied = run(lambda: [ledger.applied(row.request.idempotency_key) for row in rows])
     assert applied == [1] * lines
-    assert emulator.sync(lambda: (ledger.total, ledger.duplicates())) == (lines, {})
-    subjects = emulator.sync(lambda: sorted(entry.subject for entry in ledger))
+    assert run(lambda: (ledger.total, ledger.duplicates())) == (lines, {})
+    subjects = run(lambda: sorted(entry.subject for entry in ledger))
     v8 = [n for n in range(1, lines + 1) if v8_every and n % v8_every == 0]
     expected = [f"item-{n}" for n in range(1, lines + 1) if n not in set(v8)]
     assert subjects == sorted(expected + [f"9NV8PRODUCT{n % 5} x{1 + n % 3}" for n in v8])
@@ -165,9 +185,7 @@ def assert_exactly_once(
     for n in v8:
         user_product = (f"{SECRET_PREFIX}{n % 7}", f"9NV8PRODUCT{n % 5}")
         consumed[user_product] = consumed.get(user_product, 0) + 1 + n % 3
-    balances = emulator.sync(
-        lambda: {pair: emulator.emulator.balance_of(*pair) for pair in consumed}
-    )
+    balances = run(lambda: {pair: emulator.balance_of(*pair) for pair in consumed})
     assert balances == {pair: 1_000_000 - units for pair, units in consumed.items()}
 
 

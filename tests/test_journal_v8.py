@@ -1,10 +1,15 @@
-"""The journal and the JSON Lines input with v8 consumes: the four deduplicated values are kept
+"""The journals and the JSON Lines input with v8 consumes: the four deduplicated values are kept
 and never resent changed, the first answer's order ids are kept, a version-1 file is upgraded,
-and ``journal --export`` writes quantity and order ids back out."""
+and ``journal --export`` writes quantity and order ids back out.
+
+The tests of the journals' rules run on both journals, SQLite and PostgreSQL: one rule, the
+same outcomes and messages.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -15,12 +20,14 @@ from store_async.fulfillment import (
     ClaimOutcome,
     Fulfillment,
     JournalReader,
+    JournalRow,
     LineError,
     RowState,
     SqliteJournal,
     _schema,
     parse_line,
 )
+from store_async.fulfillment.postgres_journal import PostgresJournal
 from store_async.models import ConsumeRequest, ConsumeResult, OrderTransaction, UserIdentity
 from store_async.models._checks import guid_for_caller_key
 
@@ -58,8 +65,33 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "fulfill.journal"
 
 
-async def test_a_key_is_never_resent_with_another_quantity_product_or_sandbox(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+class Journals:
+    """One journal's storage, SQLite or PostgreSQL: open a journal on it, read its rows."""
+
+    def __init__(self, open_journal: Callable[[], SqliteJournal | PostgresJournal]) -> None:
+        self.open = open_journal
+
+    async def rows(self) -> dict[str, JournalRow]:
+        journal = self.open()
+        if isinstance(journal, SqliteJournal):
+            with JournalReader(journal.path) as reader:
+                return {row.key: row for row in reader.rows()}
+        async with journal:
+            return {row.key: row async for row in journal.rows()}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journals(request: pytest.FixtureRequest, path: Path) -> Journals:
+    if request.param == "sqlite":
+        return Journals(lambda: SqliteJournal(path))
+    dsn = request.getfixturevalue("postgres_dsn")
+    return Journals(lambda: PostgresJournal(dsn, pool_size=1))
+
+
+async def test_a_key_is_never_resent_with_another_quantity_product_or_sandbox(
+    journals: Journals,
+) -> None:
+    async with journals.open() as journal:
         await journal.begin_run()
         assert (await journal.claim(v8("order-1"))).outcome is ClaimOutcome.SEND
         await journal.begin_run()
@@ -90,17 +122,15 @@ async def test_a_key_is_never_resent_with_another_quantity_product_or_sandbox(pa
         assert taken.detail == "its trackingId is already journaled under another key 'order-1'"
 
 
-async def test_the_first_answers_order_ids_are_kept(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+async def test_the_first_answers_order_ids_are_kept(journals: Journals) -> None:
+    async with journals.open() as journal:
         await journal.begin_run()
         await journal.claim(v8("order-1", include_order_ids=True))
         await journal.mark_done("order-1", result(ORDERS, 7))
         # A later answer (a developer-managed replay) without order ids must not erase them.
         await journal.mark_done("order-1", result((), 7))
         await journal.flush()
-    with JournalReader(path) as reader:
-        row = reader.row("order-1")
-    assert row is not None
+    row = (await journals.rows())["order-1"]
     assert (row.state, row.new_quantity, row.order_transactions) == (RowState.DONE, 7, ORDERS)
     assert row.request == v8("order-1", include_order_ids=True).request
 
@@ -211,8 +241,8 @@ def test_v6_lines_refuse_v8_fields() -> None:
     assert parsed.message == "'sandboxId' belongs to a v8 line (productId + quantity)"
 
 
-async def test_export_writes_quantity_and_order_ids_and_reads_back(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+async def test_export_writes_quantity_and_order_ids_and_reads_back(journals: Journals) -> None:
+    async with journals.open() as journal:
         await journal.begin_run()
         await journal.claim(v8("done", include_order_ids=True))
         await journal.mark_done("done", result(ORDERS, 4))
@@ -221,8 +251,7 @@ async def test_export_writes_quantity_and_order_ids_and_reads_back(path: Path) -
             request=ConsumeRequest.for_quantity(USER, "9NCOINS", 2, key="pending"),
         )
         await journal.claim(pending)
-    with JournalReader(path) as reader:
-        rows = {row.key: row for row in reader.rows()}
+    rows = await journals.rows()
     done_line = to_input_line(rows["done"])
     assert done_line == {
         "key": "done",

@@ -202,7 +202,7 @@ def _print_json(
 async def _run_postgres(args: argparse.Namespace) -> int:
     from store_async.fulfillment.postgres_journal import PostgresJournal
 
-    async with PostgresJournal(args.path, pool_size=1) as journal:
+    async with PostgresJournal(args.path, pool_size=1, read_only=True) as journal:
         if args.export is None:
             counts, runs = await journal.counts(), await journal.runs()
             leases = await journal.leases()

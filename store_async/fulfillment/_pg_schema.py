@@ -6,8 +6,8 @@ version table holds one row; :func:`prepare` creates or migrates the schema unde
 transaction-scoped advisory lock, so workers that start together never race on it, and refuses a
 schema newer than this library knows with a :class:`JournalError`.
 
-Columns for v8 consumes (``quantity``, ``sandbox_id``, ``include_order_ids``, ``order_ids``,
-``new_quantity``) exist from version 1, so that rows of that form fit without a migration.
+Version 2 keeps v8 consumes whole (see ``_MIGRATIONS``). A new database is created at version 1
+and migrated like an old one: every database of a version went through the same statements.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "dsn_password", "is_postgres_dsn", "prepare", "redact_dsn"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _LOCK_ID: Final = 0x53414A31  # "SAJ1": the advisory lock taken while creating/migrating
 
 # The lease unit is the *user* (store_async_users): rows of one user are worked by one worker at
@@ -34,6 +34,7 @@ _LOCK_ID: Final = 0x53414A31  # "SAJ1": the advisory lock taken while creating/m
 # changes at every lease: a mark is applied only under the token it was leased with.
 # A row is *parked* when it has had ``max_tries`` unknown outcomes in a row: it stays pending
 # (resending it is safe) but no worker takes it until it is loaded again (a rerun).
+# Version 1, as first released: never edited (a migration changes it, see ``_MIGRATIONS``).
 _CREATE: Final = (
     """
     CREATE TABLE store_async_journal_version (
@@ -111,8 +112,20 @@ _CREATE: Final = (
     "CREATE INDEX store_async_fulfillments_state ON store_async_fulfillments (state)",
 )
 
-# Migrations from version N to N + 1, applied in order under the lock (none yet).
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+# Migrations from version N to N + 1, applied in order under the lock.
+# Version 2 (v8 consume): a row with ``quantity`` is a v8 consume of ``product_id`` under the
+# trackingId in ``idempotency_key`` (the Store deduplicates on trackingId, user, product and
+# quantity; ``sandbox_id`` and ``include_order_ids`` complete the request). Version 1 had a
+# ``text[]`` of order ids, never written: an answer's order transactions are triples, kept as
+# JSON ``[[orderId, orderLineItemId, quantityConsumed], ...]`` like the SQLite journal's.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """
+        ALTER TABLE store_async_fulfillments DROP COLUMN order_ids,
+            ADD COLUMN order_transactions jsonb
+        """,
+    ),
+}
 
 
 async def prepare(connection: asyncpg.Connection, where: str) -> int:
@@ -126,18 +139,10 @@ async def prepare(connection: asyncpg.Connection, where: str) -> int:
         if not exists:
             for statement in _CREATE:
                 await connection.execute(statement)
-            await connection.execute(
-                "INSERT INTO store_async_journal_version (version) VALUES ($1)", SCHEMA_VERSION
-            )
-            return SCHEMA_VERSION
-        version = await connection.fetchval("SELECT version FROM store_async_journal_version")
-        if not isinstance(version, int) or version < 1:
-            raise JournalError(f"{where} holds a damaged store_async journal (no schema version)")
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"{where} holds a journal of schema version {version}, written by a newer "
-                f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
-            )
+            await connection.execute("INSERT INTO store_async_journal_version (version) VALUES (1)")
+        version = _checked(
+            await connection.fetchval("SELECT version FROM store_async_journal_version"), where
+        )
         while version < SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
                 await connection.execute(statement)
@@ -146,3 +151,28 @@ async def prepare(connection: asyncpg.Connection, where: str) -> int:
                 "UPDATE store_async_journal_version SET version = $1, migrated_at = now()", version
             )
         return version
+
+
+async def read_version(connection: asyncpg.Connection, where: str) -> int:
+    """The schema version, for a reader: nothing is created or migrated (an older version is
+    read as it is). Raises :class:`JournalError` for a database without a journal, a damaged
+    or a newer one."""
+    exists = await connection.fetchval(
+        "SELECT to_regclass('store_async_journal_version') IS NOT NULL"
+    )
+    if not exists:
+        raise JournalError(f"{where} holds no store_async journal")
+    return _checked(
+        await connection.fetchval("SELECT version FROM store_async_journal_version"), where
+    )
+
+
+def _checked(version: object, where: str) -> int:
+    if not isinstance(version, int) or version < 1:
+        raise JournalError(f"{where} holds a damaged store_async journal (no schema version)")
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"{where} holds a journal of schema version {version}, written by a newer "
+            f"store_async; this version reads version {SCHEMA_VERSION}: upgrade store_async"
+        )
+    return version

@@ -8,7 +8,8 @@ Loading (:meth:`PostgresJournal.load`)
     A batch of fulfillments is inserted in one transaction, ``ON CONFLICT DO NOTHING``: the first
     loader of a caller key wins, every later one finds the row and compares values (a key seen
     again with a different request is a ``CONFLICT``, never replaced). Several processes may
-    load the same input at once.
+    load the same input at once. Every form is kept whole: by item, by transaction, and v8 (its
+    quantity, sandbox and order-ids flag; a leased row is resent exactly as loaded).
 
 Leases (:meth:`PostgresJournal.lease`)
     The lease unit is the *user*: a worker takes users that have workable rows with
@@ -41,9 +42,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
+import orjson
 
 from store_async.errors import StoreError
-from store_async.fulfillment._pg_schema import dsn_password, prepare, redact_dsn
+from store_async.fulfillment._pg_schema import dsn_password, prepare, read_version, redact_dsn
+from store_async.fulfillment._sqlite_store import _differences as differences
 from store_async.fulfillment.journal import (
     Claim,
     ClaimOutcome,
@@ -53,6 +56,7 @@ from store_async.fulfillment.journal import (
     RowState,
 )
 from store_async.fulfillment.sqlite_reader import JournalRow
+from store_async.fulfillment.sqlite_reader import _order_transactions as order_transactions
 from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
 from store_async.store_id_key import StoreIdKey
 
@@ -118,9 +122,11 @@ _REFRESH_KEYS: Final = """
 """
 _INSERT_ROWS: Final = """
     INSERT INTO store_async_fulfillments (key, idempotency_key, caller_chosen, item_id,
-        product_id, identity_type, local_ticket_reference, user_id, run_id, line)
+        product_id, identity_type, local_ticket_reference, user_id, run_id, line, quantity,
+        sandbox_id, include_order_ids)
     SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
-        $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::integer[])
+        $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::integer[], $11::bigint[],
+        $12::text[], $13::boolean[])
     ON CONFLICT DO NOTHING
     RETURNING key, user_id
 """
@@ -130,9 +136,9 @@ _ADD_PENDING: Final = """
     WHERE u.id = t.id
 """
 _SELECT_EXISTING: Final = """
-    SELECT key, idempotency_key, item_id, product_id, identity_type, local_ticket_reference,
-        state, parked, run_id, line, error_type, error_status, error_code, error_inner_code,
-        error_message, cv
+    SELECT key, idempotency_key, item_id, product_id, quantity, sandbox_id, identity_type,
+        local_ticket_reference, state, parked, run_id, line, error_type, error_status,
+        error_code, error_inner_code, error_message, cv
     FROM store_async_fulfillments WHERE key = ANY($1::text[])
 """
 _SELECT_HOLDER: Final = """
@@ -159,15 +165,21 @@ _HELD: Final = """
     )"""
 _LEASE_OK: Final = """(v.token IS NULL OR EXISTS (
         SELECT 1 FROM held WHERE held.id = f.user_id AND held.lease_token = v.token))"""
+# A row is marked done once (from pending), with its answer's v8 balance and order ids; the
+# coalesces state the SQLite journal's rule all the same: the balance of the last answer, the
+# order ids of the first that had any (a developer-managed replay returns none).
 _DONE: Final = f"""
     WITH v AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[], $5::text[],
-            $6::text[]) AS v(key, token, attempts, correlation_id, request_id, cv)
+            $6::text[], $8::bigint[], $9::text[])
+            AS v(key, token, attempts, correlation_id, request_id, cv, new_quantity, orders)
     ), {_HELD}, d AS (
         UPDATE store_async_fulfillments AS f SET state = 'done',
             attempts = f.attempts + v.attempts, correlation_id = v.correlation_id,
             request_id = v.request_id, cv = v.cv, error_type = NULL, error_status = NULL,
             error_code = NULL, error_inner_code = NULL, error_message = NULL, settled_by = $7,
+            new_quantity = coalesce(v.new_quantity, f.new_quantity),
+            order_transactions = coalesce(f.order_transactions, v.orders::jsonb),
             updated_at = now()
         FROM v WHERE f.key = v.key AND f.state = 'pending' AND {_LEASE_OK}
         RETURNING f.key, f.user_id, f.parked
@@ -241,8 +253,8 @@ _LEASE: Final = """
         RETURNING u.id, u.identity_value, u.lease_token
     )
     SELECT taken.id AS user_id, taken.lease_token, taken.identity_value, r.key,
-        r.idempotency_key, r.item_id, r.product_id, r.identity_type, r.local_ticket_reference,
-        r.line
+        r.idempotency_key, r.item_id, r.product_id, r.quantity, r.sandbox_id,
+        r.include_order_ids, r.identity_type, r.local_ticket_reference, r.line
     FROM taken LEFT JOIN LATERAL (
         SELECT * FROM store_async_fulfillments AS f
         WHERE f.user_id = taken.id AND f.state = 'pending' AND NOT f.parked
@@ -261,12 +273,14 @@ _RENEW: Final = """
     WHERE lease_owner = $1 AND lease_token = ANY($2::bigint[])
     RETURNING id, lease_token
 """
+# ``{orders}``: the order transactions' column, or NULL in a version-1 schema (read-only).
 _READ_ROWS: Final = """
     SELECT f.key, f.idempotency_key, f.item_id, f.product_id, f.identity_type,
         u.identity_value, f.local_ticket_reference, f.state, f.attempts, f.correlation_id,
         f.request_id, f.cv, f.error_type, f.error_status, f.error_code, f.error_inner_code,
         f.error_message, f.run_id, f.line, extract(epoch FROM f.created_at)::float8,
-        extract(epoch FROM f.updated_at)::float8, f.id
+        extract(epoch FROM f.updated_at)::float8, f.id, f.quantity, f.include_order_ids,
+        f.sandbox_id, f.new_quantity, {orders}
     FROM store_async_fulfillments AS f JOIN store_async_users AS u ON u.id = f.user_id
 """
 
@@ -278,10 +292,25 @@ def _request(
     idempotency_key: str,
     item_id: str | None,
     product_id: str | None,
+    quantity: int | None,
+    sandbox_id: str | None,
+    include_order_ids: bool | None,
 ) -> ConsumeRequest:
+    """The request a row was loaded with, in its form: v8 (``quantity`` set), by item, or by
+    transaction."""
     beneficiary = UserIdentity(
         identity_value=identity_value, local_ticket_reference=ticket, identity_type=identity_type
     )
+    if quantity is not None:
+        assert product_id is not None
+        return ConsumeRequest.for_quantity(
+            beneficiary,
+            product_id,
+            quantity,
+            tracking_id=idempotency_key,
+            include_order_ids=bool(include_order_ids),
+            sandbox_id=sandbox_id,
+        )
     if item_id is not None:
         return ConsumeRequest.for_item(beneficiary, item_id, tracking_id=idempotency_key)
     assert product_id is not None
@@ -312,9 +341,13 @@ class PostgresJournal:
     :param max_tries: unknown outcomes in a row after which a leased row is parked.
     :param retry_after: seconds a user waits after an unknown outcome before its next lease.
     :param pool_size: connections to the database at most.
+    :param read_only: only read (``store-async journal``): the schema is neither created nor
+        upgraded (an older version is read as it is, as the SQLite reader does), and every
+        write raises :class:`JournalError`.
 
     Open it with ``async with`` (or :meth:`open` and :meth:`close`). Raises
-    :class:`JournalError` when the database cannot be reached or holds a newer schema.
+    :class:`JournalError` when the database cannot be reached or holds a newer schema (or,
+    ``read_only``, no journal).
     """
 
     def __init__(
@@ -326,6 +359,7 @@ class PostgresJournal:
         retry_after: float = 1.0,
         pool_size: int = 4,
         max_lazy_marks: int = 512,
+        read_only: bool = False,
     ) -> None:
         self._dsn = dsn
         self.where = redact_dsn(dsn)
@@ -336,6 +370,8 @@ class PostgresJournal:
         self._retry_after = retry_after
         self._pool_size = pool_size
         self._max_lazy_marks = max_lazy_marks
+        self._read_only = read_only
+        self._read_rows = _READ_ROWS.format(orders="f.order_transactions::text")
         self._pool: asyncpg.Pool | None = None
         self._closed = False
         self.run_id = 0
@@ -382,7 +418,12 @@ class PostgresJournal:
                 self._dsn, min_size=1, max_size=self._pool_size, command_timeout=60
             )
             async with self._pool.acquire() as connection:
-                await prepare(connection, self.where)
+                if self._read_only:
+                    version = await read_version(connection, self.where)
+                else:
+                    version = await prepare(connection, self.where)
+            if version < 2:  # read-only: version 1 had no order transactions
+                self._read_rows = _READ_ROWS.format(orders="NULL::text")
         except JournalError:
             await self._drop_pool()
             raise
@@ -409,6 +450,10 @@ class PostgresJournal:
         finally:
             self._closed = True
             await self._drop_pool()
+
+    def _refuse_writes(self) -> None:
+        if self._read_only:
+            raise JournalError(f"journal {self.where} is open read-only")
 
     async def _transaction(
         self,
@@ -443,6 +488,7 @@ class PostgresJournal:
 
     async def begin_run(self, *, retry_failed: bool = False) -> int:
         """Record a run (one loader/worker process); loads until the next run belong to it."""
+        self._refuse_writes()
 
         async def work(connection: asyncpg.Connection) -> int:
             return int(
@@ -509,7 +555,7 @@ class PostgresJournal:
                 _insert_values(fulfillment, ids[user], self.run_id)
                 for fulfillment, user in zip(fulfillments, keyed, strict=True)
             ]
-            inserted = await connection.fetch(_INSERT_ROWS, *_columns(rows, 10))
+            inserted = await connection.fetch(_INSERT_ROWS, *_columns(rows, 13))
             await self._add_pending(connection, [user_id for _, user_id in inserted])
             fresh = {key for key, _ in inserted}
             return await self._decide(connection, fulfillments, fresh, mark_run)
@@ -602,7 +648,7 @@ class PostgresJournal:
         """The key is not journaled but its insert was refused: its caller-chosen idempotency
         key belongs to another key."""
         request = fulfillment.request
-        name = "trackingId" if request.item_id is not None else "transactionId"
+        name = "transactionId" if request.transaction_id is not None else "trackingId"
         other = await connection.fetchrow(_SELECT_HOLDER, request.idempotency_key)
         where = ""
         shown = "?"
@@ -620,6 +666,7 @@ class PostgresJournal:
         """Lease up to ``users`` free users with workable rows for ``seconds``, with up to
         ``rows_per_user`` of each one's pending rows (in load order). Empty when none is free.
         Each lease has its own token."""
+        self._refuse_writes()
 
         async def work(connection: asyncpg.Connection) -> list[Lease]:
             found = await connection.fetch(_LEASE, users, self.worker_id, seconds, rows_per_user)
@@ -631,7 +678,8 @@ class PostgresJournal:
                     continue  # a user whose counter said "work" but had none
                 request = _request(
                     row["identity_value"], row["identity_type"], row["local_ticket_reference"],
-                    row["idempotency_key"], row["item_id"], row["product_id"],
+                    row["idempotency_key"], row["item_id"], row["product_id"], row["quantity"],
+                    row["sandbox_id"], row["include_order_ids"],
                 )  # fmt: skip
                 rows.append(
                     LeasedRow(
@@ -653,6 +701,7 @@ class PostgresJournal:
         """Extend this worker's leases of the given tokens; return the ``(user id, token)``
         pairs it still holds (a lease taken over by another worker after it expired is lost).
         """
+        self._refuse_writes()
         wanted = sorted(set(tokens))
         if not wanted:
             return set()
@@ -678,10 +727,14 @@ class PostgresJournal:
 
         ``max_tries`` parks a row after that many unknown outcomes (``None``: never).
         """
+        self._refuse_writes()
         done_rows = [
-            (key, token, result.attempts, result.correlation_id, result.request_id, result.cv)
+            (
+                key, token, result.attempts, result.correlation_id, result.request_id, result.cv,
+                result.new_quantity, _orders_json(result),
+            )
             for key, token, result in done
-        ]
+        ]  # fmt: skip
         failed_rows = [_error_values(key, token, error) for key, token, error in failed]
         unknown_rows = [_error_values(key, token, error) for key, token, error in unknown]
         released = sorted(release)
@@ -690,7 +743,8 @@ class PostgresJournal:
         async def work(connection: asyncpg.Connection) -> set[str]:
             marked: set[str] = set()
             if done_rows:
-                found = await connection.fetch(_DONE, *_columns(done_rows, 6), self.worker_id)
+                columns = _columns(done_rows, 8)
+                found = await connection.fetch(_DONE, *columns[:6], self.worker_id, *columns[6:])
                 marked.update(row["key"] for row in found)
             if failed_rows:
                 found = await connection.fetch(_FAILED, *_columns(failed_rows, 11), self.worker_id)
@@ -833,7 +887,10 @@ class PostgresJournal:
         """Rows in the given states, in load order, read ``batch`` at a time (keyset paging:
         no transaction is held open between batches)."""
         wanted = sorted({RowState(state).value for state in states})
-        query = f"{_READ_ROWS} WHERE f.state = ANY($1::text[]) AND f.id > $2 ORDER BY f.id LIMIT $3"
+        query = (
+            f"{self._read_rows} WHERE f.state = ANY($1::text[]) AND f.id > $2 "
+            "ORDER BY f.id LIMIT $3"
+        )
         last = 0
         while True:
 
@@ -853,7 +910,7 @@ class PostgresJournal:
         """The row of one caller key, if journaled."""
 
         async def work(connection: asyncpg.Connection) -> Any:
-            return await connection.fetchrow(f"{_READ_ROWS} WHERE f.key = $1", key)
+            return await connection.fetchrow(f"{self._read_rows} WHERE f.key = $1", key)
 
         found = await self._transaction(work, "cannot read the journal", atomic=False)
         return None if found is None else _journal_row(found)
@@ -867,6 +924,7 @@ def _insert_values(fulfillment: Fulfillment, user_id: int, run_id: int) -> tuple
         fulfillment.caller_tracking_id or request.transaction_id is not None,
         request.item_id, request.product_id, beneficiary.identity_type,
         beneficiary.local_ticket_reference, user_id, run_id, fulfillment.line,
+        request.remove_quantity, request.sandbox_id, request.include_order_ids,
     )  # fmt: skip
 
 
@@ -877,44 +935,43 @@ def _with_idempotency_key(request: ConsumeRequest, journaled_key: str) -> Consum
 
 
 def _differences(fulfillment: Fulfillment, found: Any) -> list[str]:
-    """Names (never values) of the fields that differ from the journaled request. The Store ID
-    key is not compared: it expires and gets renewed; it is not what is fulfilled."""
-    request = fulfillment.request
-    if (request.item_id is None) != (found["item_id"] is None):
-        return ["the form (itemId+trackingId vs productId+transactionId)"]
-    differing = []
-    if request.item_id is not None:
-        if request.item_id != found["item_id"]:
-            differing.append("itemId")
-        if fulfillment.caller_tracking_id and request.idempotency_key != found["idempotency_key"]:
-            differing.append("trackingId")
-    else:
-        if request.product_id != found["product_id"]:
-            differing.append("productId")
-        if request.idempotency_key != found["idempotency_key"]:
-            differing.append("transactionId")
-    if request.beneficiary.local_ticket_reference != found["local_ticket_reference"]:
-        differing.append("beneficiary.localTicketReference")
-    if request.beneficiary.identity_type != found["identity_type"]:
-        differing.append("beneficiary.identityType")
-    return differing
+    """Names (never values) of the fields that differ from the journaled request: the SQLite
+    journal's rule (one rule for both journals), on a row of :data:`_SELECT_EXISTING`."""
+    return differences(
+        fulfillment, found["idempotency_key"], found["item_id"], found["product_id"],
+        found["identity_type"], found["local_ticket_reference"], found["quantity"],
+        found["sandbox_id"],
+    )  # fmt: skip
+
+
+def _orders_json(result: ConsumeResult) -> str | None:
+    """A v8 answer's order transactions as the JSON the journals keep, or None."""
+    transactions = result.order_transactions
+    if not transactions:
+        return None
+    return orjson.dumps(
+        [[t.order_id, t.order_line_item_id, t.quantity_consumed] for t in transactions]
+    ).decode()
 
 
 def _journal_row(values: Any) -> JournalRow:
     (key, idempotency_key, item_id, product_id, identity_type, identity_value, ticket, state,
      attempts, correlation_id, request_id, cv, error_type, status, code, inner_code, message,
-     run_id, line, created_at, updated_at, _) = values  # fmt: skip
+     run_id, line, created_at, updated_at, _, quantity, include_order_ids, sandbox_id,
+     new_quantity, orders) = values  # fmt: skip
     failure = None
     if error_type is not None:
         failure = FailureInfo(
             error_type=error_type, status=status, code=code, inner_code=inner_code,
             message=message or "", cv=cv,
         )  # fmt: skip
+    request = _request(
+        identity_value, identity_type, ticket, idempotency_key, item_id, product_id, quantity,
+        sandbox_id, include_order_ids,
+    )  # fmt: skip
     return JournalRow(
         key=key,
-        request=_request(
-            identity_value, identity_type, ticket, idempotency_key, item_id, product_id
-        ),
+        request=request,
         state=RowState(state),
         attempts=attempts,
         correlation_id=correlation_id,
@@ -925,4 +982,6 @@ def _journal_row(values: Any) -> JournalRow:
         line=line,
         created_at=created_at,
         updated_at=updated_at,
+        new_quantity=new_quantity,
+        order_transactions=order_transactions(orders),
     )
