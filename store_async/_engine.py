@@ -389,46 +389,30 @@ class Engine:
                 if isinstance(error, AuthenticationError):
                     self._judge_401(error, token, sent_at)
                 if hooks is not None:
-                    hooks.attempt_finished(
-                        AttemptFinished(
-                            operation=route.name,
-                            idempotency_key=call.key,
-                            call_id=call.call_id,
-                            attempt=number,
-                            method=route.method,
-                            url=url_text,
-                            server_address=address,
-                            server_port=port,
-                            duration=clock() - started,
-                            status=error.status,
-                            error=error,
-                            correlation_id=error.correlation_id,
-                            request_id=error.request_id,
-                            cv=cv,
-                            retry_budget=self._budget.tokens,
-                            server_cv=error.server_cv,
-                        )
+                    self._finished(
+                        hooks,
+                        call,
+                        number,
+                        cv,
+                        clock() - started,
+                        status=error.status,
+                        error=error,
+                        correlation_id=error.correlation_id,
+                        request_id=error.request_id,
+                        server_cv=error.server_cv,
                     )
                 raise
             except BaseException as error:  # cancelled mid-attempt: its end event still fires
                 if hooks is not None:
-                    hooks.attempt_finished(
-                        AttemptFinished(
-                            operation=route.name,
-                            idempotency_key=call.key,
-                            call_id=call.call_id,
-                            attempt=number,
-                            method=route.method,
-                            url=url_text,
-                            server_address=address,
-                            server_port=port,
-                            duration=clock() - started,
-                            status=None,
-                            error=None,
-                            cv=cv,
-                            retry_budget=self._budget.tokens,
-                            interrupted=type(error).__name__,
-                        )
+                    self._finished(
+                        hooks,
+                        call,
+                        number,
+                        cv,
+                        clock() - started,
+                        status=None,
+                        error=None,
+                        interrupted=type(error).__name__,
                     )
                 raise
         finally:
@@ -443,27 +427,49 @@ class Engine:
             server_cv = answer_headers.get(_CV)
             if server_cv is not None and (server_cv == cv or not _CV_SHAPE.fullmatch(server_cv)):
                 server_cv = None
-            hooks.attempt_finished(
-                AttemptFinished(
-                    operation=route.name,
-                    idempotency_key=call.key,
-                    call_id=call.call_id,
-                    attempt=number,
-                    method=route.method,
-                    url=url_text,
-                    server_address=address,
-                    server_port=port,
-                    duration=clock() - started,
-                    status=status,
-                    error=None,
-                    correlation_id=answer_headers.get("MS-CorrelationId"),
-                    request_id=answer_headers.get("MS-RequestId"),
-                    cv=cv,
-                    retry_budget=self._budget.tokens,
-                    server_cv=server_cv,
-                )
+            self._finished(
+                hooks,
+                call,
+                number,
+                cv,
+                clock() - started,
+                status=status,
+                error=None,
+                correlation_id=answer_headers.get("MS-CorrelationId"),
+                request_id=answer_headers.get("MS-RequestId"),
+                server_cv=server_cv,
             )
         return result
+
+    def _finished(
+        self,
+        hooks: ClientHooks,
+        call: Call[Any],
+        number: int,
+        cv: str,
+        duration: float,
+        **outcome: Any,
+    ) -> None:
+        """Emit an attempt's end event: the attempt's identity, and ``outcome`` (status,
+        error, correlation ids, or ``interrupted``)."""
+        route = call.route
+        url, address, port = route.http_identity
+        hooks.attempt_finished(
+            AttemptFinished(
+                operation=route.name,
+                idempotency_key=call.key,
+                call_id=call.call_id,
+                attempt=number,
+                method=route.method,
+                url=url,
+                server_address=address,
+                server_port=port,
+                duration=duration,
+                cv=cv,
+                retry_budget=self._budget.tokens,
+                **outcome,
+            )
+        )
 
     async def _wait_for_token(self, call: Call[Any], remaining: float) -> str:
         """The shared token refresh, bounded by the call's timeout."""
