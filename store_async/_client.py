@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 
 import aiohttp
 import attrs
@@ -27,7 +27,7 @@ from store_async._budget import RetryBudget
 from store_async._connector import PoolGuardConnector
 from store_async._cv import check_client_request_id
 from store_async._engine import Engine
-from store_async._paging import AsyncPager
+from store_async._paging import AsyncPager, Page
 from store_async._policy import RetryPolicy, deprecated_deadline
 from store_async._transport import AiohttpTransport, Transport
 from store_async._version import __version__
@@ -74,6 +74,16 @@ from store_async.store_id_key import StoreIdKey, StoreIdKeyKind
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "StoreClient"]
 
 T = TypeVar("T")
+PageT = TypeVar("PageT", bound="Page[object]")
+
+
+class _Continuable(Protocol):
+    """A query that names its next page: ``query.with_continuation(token)``."""
+
+    def with_continuation(self, token: str) -> Self: ...
+
+
+QueryT = TypeVar("QueryT", bound=_Continuable)
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 
@@ -252,6 +262,31 @@ class StoreClient:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _listing(
+        self,
+        query_one: Callable[..., Awaitable[PageT]],
+        query: QueryT,
+        timeout: float | None,
+        attempts: int | None,
+        headers: Mapping[str, str] | None,
+        client_request_id: str | None,
+    ) -> AsyncPager[Any, PageT]:
+        """A pager over ``query_one`` (one of the ``query_*`` methods): the first page is
+        ``query``, the next ones ``query.with_continuation(token)``; each page is one call
+        with its own ``client_request_id`` (the caller's, extended by the page number)."""
+        pages = _PageIds(client_request_id)
+
+        async def fetch(token: str | None) -> PageT:
+            return await query_one(
+                query if token is None else query.with_continuation(token),
+                timeout=timeout,
+                attempts=attempts,
+                headers=headers,
+                client_request_id=pages.next(),
+            )
+
+        return AsyncPager(fetch)
+
     async def __aenter__(self) -> StoreClient:
         if self._engine.transport is not None:
             raise ValidationError("this StoreClient is already open")
@@ -416,19 +451,9 @@ class StoreClient:
                 f"list_products needs a QueryRequest, got {type(request).__name__}"
             )
 
-        pages = _PageIds(client_request_id)
-
-        async def fetch(token: str | None) -> QueryResult:
-            page = request if token is None else request.with_continuation(token)
-            return await self.query_products(
-                page,
-                timeout=timeout,
-                attempts=attempts,
-                headers=headers,
-                client_request_id=pages.next(),
-            )
-
-        return AsyncPager(fetch)
+        return self._listing(
+            self.query_products, request, timeout, attempts, headers, client_request_id
+        )
 
     async def iter_products(
         self,
@@ -493,19 +518,9 @@ class StoreClient:
         if not isinstance(query, LicenseQuery):
             raise ValidationError(f"list_licenses needs a LicenseQuery, got {type(query).__name__}")
 
-        pages = _PageIds(client_request_id)
-
-        async def fetch(token: str | None) -> LicensePage:
-            page = query.with_continuation(token)
-            return await self.query_licenses(
-                page,
-                timeout=timeout,
-                attempts=attempts,
-                headers=headers,
-                client_request_id=pages.next(),
-            )
-
-        return AsyncPager(fetch)
+        return self._listing(
+            self.query_licenses, query, timeout, attempts, headers, client_request_id
+        )
 
     async def query_entitlements(
         self,
@@ -547,19 +562,9 @@ class StoreClient:
                 f"list_entitlements needs an EntitlementQuery, got {type(query).__name__}"
             )
 
-        pages = _PageIds(client_request_id)
-
-        async def fetch(token: str | None) -> EntitlementPage:
-            page = query.with_continuation(token)
-            return await self.query_entitlements(
-                page,
-                timeout=timeout,
-                attempts=attempts,
-                headers=headers,
-                client_request_id=pages.next(),
-            )
-
-        return AsyncPager(fetch)
+        return self._listing(
+            self.query_entitlements, query, timeout, attempts, headers, client_request_id
+        )
 
     # -- subscriptions (recurrences) --
 
@@ -605,19 +610,9 @@ class StoreClient:
         """
         query = SubscriptionQuery(b2b_key=b2b_key, sandbox_id=sandbox_id)
 
-        pages = _PageIds(client_request_id)
-
-        async def fetch(token: str | None) -> SubscriptionPage:
-            page = query.with_continuation(token)
-            return await self.query_subscriptions(
-                page,
-                timeout=timeout,
-                attempts=attempts,
-                headers=headers,
-                client_request_id=pages.next(),
-            )
-
-        return AsyncPager(fetch)
+        return self._listing(
+            self.query_subscriptions, query, timeout, attempts, headers, client_request_id
+        )
 
     async def change_subscription(
         self,
@@ -695,19 +690,9 @@ class StoreClient:
             b2b_key=b2b_key, line_item_state_filter=line_item_states, sandbox_id=sandbox_id
         )
 
-        pages = _PageIds(client_request_id)
-
-        async def fetch(token: str | None) -> OrderPage:
-            page = query.with_continuation(token)
-            return await self.query_orders(
-                page,
-                timeout=timeout,
-                attempts=attempts,
-                headers=headers,
-                client_request_id=pages.next(),
-            )
-
-        return AsyncPager(fetch)
+        return self._listing(
+            self.query_orders, query, timeout, attempts, headers, client_request_id
+        )
 
     async def grant_free_product(
         self,
