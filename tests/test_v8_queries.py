@@ -301,6 +301,19 @@ async def test_a_pager_resumes_from_the_last_token_after_a_failed_page() -> None
         assert seen == expected  # nothing lost, nothing repeated
 
 
+async def test_a_listing_starts_from_the_token_its_query_carries() -> None:
+    async with StoreEmulator() as emu:
+        expected = await seeded(emu, 300)
+        user = UserIdentity(identity_value="user-1", local_ticket_reference="ref-1")
+        query = LicenseQuery(beneficiaries=[user], product_sku_ids=PRODUCTS, max_page_size=100)
+        async with StoreClient(emu.credential(), endpoints=emu.endpoints) as store:
+            first = await store.query_licenses(query)
+            assert first.continuation_token is not None
+            resumed = query.with_continuation(first.continuation_token)
+            rest = [item.id async for item in store.list_licenses(resumed)]
+        assert [item.id for item in first.items] + rest == expected
+
+
 async def test_balances_and_sandboxes_in_the_license_query() -> None:
     async with StoreEmulator() as emu:
         emu.add_balance("user-1", "9NCOINS", 40)
