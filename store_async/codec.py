@@ -40,7 +40,7 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
 from store_async import models
 from store_async.errors import ResponseFormatError, ValidationError
-from store_async.models import ConsumeRequest, GrantRequest, UserIdentity
+from store_async.models import ConsumeRequest, GrantRequest, UserIdentity, _checks
 from store_async.models.refunds import RefundEventState, refund_event_state
 
 __all__ = ["RECORDS", "converter", "dumps", "loads", "structure", "wire_name"]
@@ -282,7 +282,12 @@ class _Source:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.names: dict[str, Any] = {"_MISSING": _MISSING, "_date": _date, "_dates": _DATES.get}
+        self.names: dict[str, Any] = {
+            "_MISSING": _MISSING,
+            "_date": _date,
+            "_dates": _DATES.get,
+            "_known": _DATES,
+        }
 
     def name(self, value: Any) -> str:
         """A name for ``value`` in the generated function's globals."""
@@ -316,6 +321,12 @@ def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
     problem raises, and the caller then asks cattrs to explain it."""
     add = source.lines.append
     if _is_optional(type_):
+        inner = get_args(type_)[0]
+        if inner in _EXACT_TYPES:
+            checked = source.name(inner)
+            add(f"{indent}if {variable} is not None and type({variable}) is not {checked}:")
+            add(f"{indent}    raise TypeError")
+            return
         add(f"{indent}if {variable} is not None:")
         before = len(source.lines)
         _convert(get_args(type_)[0], variable, indent + "    ", source)
@@ -346,6 +357,12 @@ def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
         add(f"{indent}if type({variable}) is not {source.name(type_)}:")
         add(f"{indent}    raise TypeError")
         return
+    if type_ is datetime:  # a string seen before costs one dict lookup
+        add(f"{indent}try:")
+        add(f"{indent}    {variable} = _known[{variable}]")
+        add(f"{indent}except KeyError:")
+        add(f"{indent}    {variable} = _date({variable})")
+        return
     template = _element(type_, source)
     if template is not None:
         add(f"{indent}{variable} = {template.format(variable, variable)}")
@@ -367,12 +384,13 @@ def _generate(
         field_wire_name(field).lower() if lowered else field_wire_name(field) for field in fields
     ]
     direct = _settable(cls)
+    required = {i for i, field in enumerate(fields) if field.default is attrs.NOTHING}
     add("def structure(value):")  # the parameters are completed below
     add("    if type(value) is not dict:")
     add("        raise TypeError")
-    add("    get = value.get")
-    # 1. Read every field by its exact name, counting those present.
-    required = {i for i, field in enumerate(fields) if field.default is attrs.NOTHING}
+    if len(required) < len(fields):
+        add("    get = value.get")
+    # 1. Read the required fields by their exact names.
     if required and lowered:  # absent: KeyError, explained by cattrs
         for index in required:
             add(f"    v{index} = value[{names[index]!r}]")
@@ -382,64 +400,76 @@ def _generate(
             add(f"        v{index} = value[{names[index]!r}]")
         add("    except KeyError:")
         add(f"        return {source.name(slow)}(value)")
-    if not lowered:
+    if not lowered and len(required) < len(fields):
         add(f"    n = {len(required)}")
-    for index, name in enumerate(names):
-        if index in required:
-            continue
-        add(f"    v{index} = get({name!r}, _MISSING)")
-        if not lowered:
-            add(f"    if v{index} is not _MISSING:")
-            add("        n += 1")
-    if not lowered:
-        # Every key was one of the names as sent (the usual case), or the others are unknown
-        # names: no other spelling of a name can hide in the object.
-        known, lower = frozenset(names), frozenset(name.lower() for name in names)
-        add(
-            f"    if n != len(value) and {source.name(_respelled)}(value, {source.name(known)},"
-            f" {source.name(lower)}):"
-        )
-        add(f"        return {source.name(slow)}(value)")
-    # 2. Convert each value (absent: its default).
+    # 2. Convert each value; an optional one is read here (absent: its default) and counted
+    #    when present. Converting before the spelling check below is safe: a problem raises,
+    #    and the caller then asks cattrs, which reads every name in any casing.
     arguments, factories = [], []
     for index, field in enumerate(fields):
         variable, type_, default = f"v{index}", hints[field.name], field.default
         if index in required:
             _convert(type_, variable, "    ", source)
-        elif default is None and _is_optional(type_):
+            arguments.append(f"{field.alias}={variable}")
+            continue
+        add(f"    {variable} = get({names[index]!r}, _MISSING)")
+        if default is None and _is_optional(type_):
             add(f"    if {variable} is _MISSING:")
             add(f"        {variable} = None")  # absent reads as null
             add("    else:")
-            before = len(source.lines)
-            _convert(type_, variable, "        ", source)
-            if len(source.lines) == before:
-                add("        pass")
         else:
             add(f"    if {variable} is not _MISSING:")
-            before = len(source.lines)
-            _convert(type_, variable, "        ", source)
-            if len(source.lines) == before:
-                add("        pass")
-            if isinstance(default, cast(Any, attrs.Factory)):
-                if direct is not None:
-                    add("    else:")
-                    add(f"        {variable} = {source.name(default.factory)}()")
-                else:
-                    factories.append((field.alias, variable))  # absent: attrs calls it
-                    continue
-            else:
+        before = len(source.lines)
+        if not lowered:
+            add("        n += 1")
+        _convert(type_, variable, "        ", source)
+        if len(source.lines) == before:
+            add("        pass")
+        if default is None and _is_optional(type_):
+            pass
+        elif isinstance(default, cast(Any, attrs.Factory)):
+            if direct is not None:
                 add("    else:")
-                add(f"        {variable} = {source.name(default)}")
+                add(f"        {variable} = {source.name(default.factory)}()")
+            else:
+                factories.append((field.alias, variable))  # absent: attrs calls it
+                continue
+        else:
+            add("    else:")
+            add(f"        {variable} = {source.name(default)}")
         arguments.append(f"{field.alias}={variable}")
+    if not lowered:
+        # Every key was one of the names as sent (the usual case), or the others are unknown
+        # names: no other spelling of a name can hide in the object.
+        count = "n" if len(required) < len(fields) else str(len(required))
+        known, lower = frozenset(names), frozenset(name.lower() for name in names)
+        add(
+            f"    if {count} != len(value) and {source.name(_respelled)}(value,"
+            f" {source.name(known)}, {source.name(lower)}):"
+        )
+        add(f"        return {source.name(slow)}(value)")
     # 3. Build the record.
     if direct is not None:
         # What attrs' __init__ would do, minus its keyword-argument call: a new instance, each
-        # slot set through its descriptor (a frozen class refuses only setattr), converters
-        # applied as attrs applies them (to given and default values alike).
-        add(f"    record = {source.name(object.__new__)}({source.name(cls)})")
-        for index, (setter, converter) in enumerate(direct):
-            value = f"v{index}" if converter is None else f"{source.name(converter)}(v{index})"
-            add(f"    {source.name(setter)}(record, {value})")
+        # slot set (a frozen class refuses only setattr), converters applied as attrs applies
+        # them (to given and default values alike).
+        scaffold = _scaffold(cls)
+        if scaffold is not None:
+            # Plain assignments on the scaffold (CPython stores straight into the slot, ~3x
+            # faster than calling each slot's __set__), then the instance becomes a ``cls``.
+            add(f"    record = {source.name(object.__new__)}({source.name(scaffold)})")
+            for index, (name, _, converter) in enumerate(direct):
+                if converter is None or _keeps(converter, hints[name], fields[index].default):
+                    value = f"v{index}"
+                else:
+                    value = f"{source.name(converter)}(v{index})"
+                add(f"    record.{name} = {value}")
+            add(f"    record.__class__ = {source.name(cls)}")
+        else:
+            add(f"    record = {source.name(object.__new__)}({source.name(cls)})")
+            for index, (_, setter, converter) in enumerate(direct):
+                value = f"v{index}" if converter is None else f"{source.name(converter)}(v{index})"
+                add(f"    {source.name(setter)}(record, {value})")
         add("    return record")
     else:
         if factories:
@@ -457,17 +487,29 @@ def _generate(
     return generated
 
 
+def _keeps(converter: Any, type_: Any, default: Any) -> bool:
+    """Whether calling ``converter`` on the value the generated code built is a no-op: the
+    field is a ``tuple[X, ...]`` (always built as a tuple), its default (if any) is a tuple
+    too, and the converter is marked as handing back any tuple unchanged."""
+    try:
+        marked = converter in _checks.TUPLE_KEEPERS
+    except TypeError:  # an unhashable callable
+        return False
+    return marked and _is_tuple_of(type_) and (default is attrs.NOTHING or type(default) is tuple)
+
+
 def _respelled(value: dict[Any, Any], known: frozenset[str], lower: frozenset[str]) -> bool:
     """Whether ``value`` holds a key that is not a name as sent but one in another casing (or
     a key that is not a string): then it must be read in any casing."""
     return any(type(key) is not str or key.lower() in lower for key in value.keys() - known)
 
 
-def _settable(cls: type) -> list[tuple[Any, Any]] | None:
-    """Per field, the slot's ``__set__`` and the converter (or None), when building ``cls``
-    slot by slot does exactly what its attrs ``__init__`` does: every field in ``__init__``
-    and in a slot, plain converters (or none), no validator, no pre/post-init hook, no cached
-    hash, the ``__init__`` attrs generated. None otherwise (the record is built by a call)."""
+def _settable(cls: type) -> list[tuple[str, Any, Any]] | None:
+    """Per field, its name, the slot's ``__set__`` and the converter (or None), when building
+    ``cls`` slot by slot does exactly what its attrs ``__init__`` does: every field in
+    ``__init__`` and in a slot, plain converters (or none), no validator, no pre/post-init
+    hook, no cached hash, the ``__init__`` attrs generated. None otherwise (the record is
+    built by a call)."""
     init = cls.__dict__.get("__init__")
     code = getattr(init, "__code__", None)
     if code is None or not code.co_filename.startswith("<attrs generated"):
@@ -490,8 +532,32 @@ def _settable(cls: type) -> list[tuple[Any, Any]] | None:
             or (isinstance(field.default, cast(Any, attrs.Factory)) and field.default.takes_self)
         ):
             return None
-        found.append((slot.__set__, converter))
+        found.append((field.name, slot.__set__, converter))
     return found
+
+
+def _scaffold(cls: type) -> type | None:
+    """A subclass of ``cls`` that adds nothing but plain assignment (no slots of its own,
+    object's ``__setattr__`` and ``__delattr__``): a record is filled as a scaffold, then made
+    a ``cls`` by assigning ``__class__``, which Python allows between classes of the same
+    layout. None (each slot is then set through its descriptor) when ``cls`` is not a plain
+    class, something would run on subclassing it, or the interpreter refuses the switch."""
+    if type(cls) is not type or any("__init_subclass__" in vars(base) for base in cls.__mro__[:-1]):
+        return None
+    namespace = {
+        "__slots__": (),
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+        "__module__": __name__,
+        "__doc__": f"Only while the codec fills a {cls.__qualname__}; never handed out.",
+    }
+    try:
+        scaffold = type(f"{cls.__name__}Scaffold", (cls,), namespace)
+        probe: Any = object.__new__(scaffold)
+        probe.__class__ = cls
+    except TypeError:
+        return None
+    return scaffold
 
 
 def _entry(cls: type) -> Callable[[Any], Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID, uuid5
@@ -132,6 +132,18 @@ def aware(value: object, field: str) -> datetime | None:
             f"{field} must be timezone-aware; pass e.g. datetime.now(timezone.utc)"
         )
     return value
+
+
+TUPLE_KEEPERS: Final[set[Callable[..., Any]]] = set()
+"""The converters marked by :func:`keeps_tuples`."""
+
+
+def keeps_tuples(*converters: Callable[..., Any]) -> None:
+    """Mark record fields' converters that hand back any tuple they are given, unchanged (as
+    :func:`tuple_of` does): the codec, which has built and checked that tuple itself, then skips
+    the call (``store_async.codec`` reads this mark; nothing else does). A call, not a
+    decorator: mypy's attrs plugin accepts only plain functions as converters."""
+    TUPLE_KEEPERS.update(converters)
 
 
 def tuple_of(value: Iterable[Any], field: str) -> tuple[Any, ...]:

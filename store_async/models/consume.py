@@ -241,6 +241,9 @@ def _order_transactions(value: Iterable[OrderTransaction]) -> tuple[OrderTransac
     return _checks.tuple_of(value, "order_transactions")
 
 
+_checks.keeps_tuples(_order_transactions)
+
+
 @attrs.frozen(kw_only=True)
 class ConsumeV8Response:
     """The body of a v8 consume answer (200): ``{newQuantity, itemId, trackingId, productId,

@@ -48,6 +48,9 @@ def _tuple(value: Iterable[Any] | None) -> tuple[Any, ...]:
     return () if value is None else _checks.tuple_of(value, "list")
 
 
+_checks.keeps_tuples(_tuple)
+
+
 def _optional_tuple(value: Iterable[Any] | None) -> tuple[Any, ...] | None:
     return None if value is None else _checks.tuple_of(value, "list")
 

@@ -40,6 +40,9 @@ def _tuple(value: Iterable[object] | None) -> tuple[object, ...]:
     return () if value is None else _checks.tuple_of(value, "list")
 
 
+_checks.keeps_tuples(_tuple)
+
+
 @attrs.frozen(kw_only=True)
 class OrderQuery:
     """Orders of the user whose **purchase** Store ID key is ``b2b_key``.

@@ -24,6 +24,9 @@ def _line_items(value: Iterable[OrderLineItem]) -> tuple[OrderLineItem, ...]:
     return _checks.tuple_of(value, "Order.order_line_items")
 
 
+_checks.keeps_tuples(_line_items)
+
+
 @attrs.frozen(kw_only=True)
 class GrantRequest:
     """Grant a free app or add-on to the user whose purchase key is ``b2b_key``.

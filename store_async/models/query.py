@@ -37,6 +37,9 @@ def _items(value: Iterable[CollectionItem]) -> tuple[CollectionItem, ...]:
     return _checks.tuple_of(value, "QueryResult.items")
 
 
+_checks.keeps_tuples(_strings, _items)
+
+
 @attrs.frozen(kw_only=True)
 class QueryRequest:
     """What to ask the collections query for.

@@ -37,6 +37,9 @@ def _items(value: Iterable[Subscription]) -> tuple[Subscription, ...]:
     return _checks.tuple_of(value, "SubscriptionPage.items")
 
 
+_checks.keeps_tuples(_items)
+
+
 def _days(value: int | str | None) -> str | None:
     """``extensionTimeInDays`` is typed as a string on the wire: an int is sent as its text."""
     if value is None:
