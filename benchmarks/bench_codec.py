@@ -1,13 +1,15 @@
 """Codec micro-benchmark: our records against plain orjson on the same JSON, in one run.
 
-    python benchmarks/bench_codec.py [--quick]
+    python benchmarks/bench_codec.py [--quick] [--against FILE ...]
 
 Prints microseconds per operation (best of several repeats, so a noisy neighbour on a shared
 machine inflates nothing but the worst runs) for:
 
 - a 100-item query page: ``orjson.loads`` alone vs ``codec.loads(body, QueryResult)``, in
   paired rounds of thread CPU time (median and min-max of the per-round ratio; targets <= 4x
-  and <= 450 µs);
+  and <= 450 µs); with ``--against FILE`` (repeatable), another version's ``codec.py`` (say
+  ``git show main:store_async/codec.py > /tmp/codec_main.py``), loaded beside this one over
+  the same models, joins every round: before and after from one run;
 - a consume request: ``orjson.dumps`` of the finished dict vs ``codec.dumps(request)``;
 - building a ``ConsumeRequest`` (``for_item``, with and without a generated tracking id) next
   to ``uuid.uuid4()`` and a bare attrs class of the same shape.
@@ -18,6 +20,7 @@ No network, no files; bounded: a few seconds in total.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -89,17 +92,34 @@ def cpu_per_op(function: Callable[[], object], number: int, repeat: int) -> floa
     return min(times) / number * 1e6
 
 
-def paired_page(page: bytes, number: int, rounds: int) -> None:
+def load_codec(path: str, index: int) -> Any:
+    """Another version's ``codec.py``, imported as a module of its own (over this tree's
+    models): its converter and generated functions are its own."""
+    spec = importlib.util.spec_from_file_location(f"_codec_against_{index}", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def paired_page(page: bytes, number: int, rounds: int, against: dict[str, Any]) -> None:
     """The query page in paired rounds (orjson, then codec, back to back, in thread CPU time):
     on a shared machine a noisy moment hits both sides of a round, so the per-round ratio is
-    what to compare."""
-    ours, theirs, ratios = [], [], []
-    for _ in range(rounds):
+    what to compare. Each ``against`` codec joins every round (the order rotates)."""
+    decoders: dict[str, Callable[[], object]] = {"codec": lambda: codec.loads(page, QueryResult)}
+    for label, module in against.items():
+        decoders[label] = lambda module=module: module.loads(page, QueryResult)
+    times: dict[str, list[float]] = {label: [] for label in decoders}
+    theirs, ratios = [], []
+    order = list(decoders)
+    for index in range(rounds):
         baseline = cpu_per_op(lambda: orjson.loads(page), number, 3)
-        measured = cpu_per_op(lambda: codec.loads(page, QueryResult), number, 3)
-        ours.append(measured)
         theirs.append(baseline)
-        ratios.append(measured / baseline)
+        for label in order[index % len(order) :] + order[: index % len(order)]:
+            times[label].append(cpu_per_op(decoders[label], number, 3))
+        ratios.append(times["codec"][-1] / baseline)
+    ours = times["codec"]
     row("codec.loads(page, QueryResult)", min(ours), min(theirs), "orjson.loads(page)")
     print(
         f"    {rounds} paired rounds: codec/orjson median x{statistics.median(ratios):.2f} "
@@ -107,17 +127,38 @@ def paired_page(page: bytes, number: int, rounds: int) -> None:
         f"{statistics.median(ours):.0f} µs (min {min(ours):.0f}, max {max(ours):.0f})  "
         "(targets: <= x4, <= 450 µs)"
     )
+    for label in against:
+        other = times[label]
+        speedup = [old / new for old, new in zip(other, ours, strict=True)]
+        versus = [old / base for old, base in zip(other, theirs, strict=True)]
+        print(
+            f"    {label}: median {statistics.median(other):.0f} µs (min {min(other):.0f}, "
+            f"max {max(other):.0f}), x{statistics.median(versus):.2f} orjson "
+            f"(min x{min(versus):.2f}, max x{max(versus):.2f}); codec is "
+            f"{statistics.median(speedup):.2f}x faster (per round: min {min(speedup):.2f}, "
+            f"max {max(speedup):.2f})"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="another version's codec.py to pair with this one on the query page (repeatable)",
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     repeat = 3 if args.quick else 7
 
     page = orjson.dumps({"items": [ITEM] * 100, "continuationToken": "next"})
     assert len(codec.loads(page, QueryResult).items) == 100
+    against = {path: load_codec(path, index) for index, path in enumerate(args.against)}
+    for module in against.values():  # the same records from the same bytes
+        assert module.loads(page, QueryResult) == codec.loads(page, QueryResult)
     user = UserIdentity(identity_value=STORE_ID_KEY, local_ticket_reference="1055521810674918")
     request = ConsumeRequest.for_item(user, ITEM["itemId"], TRACKING_ID)
     as_dict = orjson.loads(codec.dumps(request))
@@ -129,7 +170,7 @@ def main() -> int:
     )
     print()
     print("codec vs plain orjson on the same JSON")
-    paired_page(page, 200 // scale, 15 if args.quick else 31)
+    paired_page(page, 200 // scale, 15 if args.quick else 31, against)
     row(
         "codec.dumps(consume request)",
         per_op(lambda: codec.dumps(request), 200_000 // scale, repeat),

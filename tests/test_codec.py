@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import orjson
@@ -274,6 +274,11 @@ def test_non_string_keys_in_python_data_are_skipped() -> None:
         ({"acquiredDate": 1442949771}, "$.acquiredDate: expected a date-time string, got number"),
         ({"acquiredDate": "yesterday"}, "$.acquiredDate: expected an ISO-8601 date-time, got"),
         ({"acquiredDate": "/Date(abc)/"}, "$.acquiredDate: expected an ISO-8601 date-time"),
+        # Not a string, and not hashable either (a cached date-time is looked up by its text).
+        ({"acquiredDate": ["x"]}, "$.acquiredDate: expected a date-time string, got array"),
+        ({"endDate": {"x": 1}}, "$.endDate: expected a date-time string, got object"),
+        ({"campaignId": 7}, "$.campaignId: expected a string, got number"),
+        ({"tags": None, "fulfillmentData": [None]}, "$.fulfillmentData[0]: expected a string"),
     ],
 )
 def test_wrong_types_are_reported_with_their_path(change: dict[str, Any], message: str) -> None:
@@ -630,3 +635,183 @@ def test_only_another_spelling_of_a_name_takes_the_any_casing_path(
     respelled = {**body, "ItemID": "other"}  # a later spelling wins, as in JSON
     assert codec.structure(respelled, CollectionItem).item_id == "other"
     assert lowered == [len(respelled)]
+
+
+# -- the generated functions' shortcuts change nothing --
+
+
+def test_a_record_filled_on_its_scaffold_is_exactly_its_class() -> None:
+    # CollectionItem is filled by plain assignment on a slot-less subclass, then switched to its
+    # class: the result is indistinguishable from what the attrs __init__ builds.
+    assert codec._scaffold(CollectionItem) is not None
+    body = item_json(purchaser={"identityType": "pub", "identityValue": "u"}, tags=["a"])
+    page = codec.structure({"items": [body, body]}, QueryResult)
+    built = CollectionItem(
+        item_id=body["itemId"],
+        product_id=body["productId"],
+        sku_id=body["skuId"],
+        product_type=body["productType"],
+        sku_type=body["skuType"],
+        status=body["status"],
+        ownership_type=body["ownershipType"],
+        local_ticket_reference="ref",
+        transaction_id=body["transactionId"],
+        acquired_date=codec.parse_datetime(WHEN),
+        start_date=codec.parse_datetime(WHEN),
+        end_date=codec.parse_datetime(WHEN),
+        modified_date=codec.parse_datetime(WHEN),
+        tags=("a",),
+        purchaser=IdentityV6(identity_type="pub", identity_value="u"),
+    )
+    assert (type(page), type(page.items)) == (QueryResult, tuple)
+    for item in page.items:
+        assert (type(item), type(item.purchaser)) == (CollectionItem, IdentityV6)
+        assert (item, hash(item), repr(item)) == (built, hash(built), repr(built))
+        assert attrs.asdict(item) == attrs.asdict(built)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            item.status = "Revoked"  # type: ignore[misc]
+    # No scaffold instance is ever handed out, even when a converter fails halfway.
+    assert failure({"name": 5}, _Converted) == "_Converted: $.name: expected a string, got number"
+
+
+class _Registry(type):
+    """A metaclass: a class that is not a plain ``type`` gets no scaffold."""
+
+
+@attrs.frozen(kw_only=True)
+class _Registered(metaclass=_Registry):
+    name: str
+    labels: tuple[str, ...] = ()
+
+
+class _Base:
+    subclassed: ClassVar[list[type]] = []
+
+    def __init_subclass__(cls) -> None:
+        _Base.subclassed.append(cls)
+
+
+@attrs.frozen(kw_only=True)
+class _Watched(_Base):
+    name: str
+
+
+def test_records_without_a_scaffold_are_set_slot_by_slot() -> None:
+    # The codec must not subclass a class whose metaclass or base might notice.
+    assert (codec._scaffold(_Registered), codec._scaffold(_Watched)) == (None, None)
+    assert codec._settable(_Registered) is not None
+    assert codec._settable(_Watched) is not None
+    record = codec.structure({"NAME": "a", "labels": ["x"]}, _Registered)
+    assert (type(record), record) == (_Registered, _Registered(name="a", labels=("x",)))
+    assert codec.structure({"name": "b"}, _Watched) == _Watched(name="b")
+    # attrs subclassed it once (the slotted class replaces the one in the source); we never did.
+    assert {cls.__name__ for cls in _Base.subclassed} == {"_Watched"}
+
+
+def _counted(value: Any) -> tuple[Any, ...]:
+    _counted.calls += 1  # type: ignore[attr-defined]
+    return tuple(value)
+
+
+_counted.calls = 0  # type: ignore[attr-defined]
+
+
+def _uncounted(value: Any) -> tuple[Any, ...]:
+    _uncounted.calls += 1  # type: ignore[attr-defined]
+    return tuple(value)
+
+
+_uncounted.calls = 0  # type: ignore[attr-defined]
+codec._checks.keeps_tuples(_counted)
+
+
+@attrs.frozen(kw_only=True)
+class _Lists:
+    kept: tuple[str, ...] = attrs.field(default=(), converter=_counted)
+    called: tuple[str, ...] = attrs.field(default=(), converter=_uncounted)
+    made: tuple[str, ...] = attrs.field(factory=tuple, converter=_counted)
+
+
+def test_a_converter_that_keeps_tuples_is_not_called_on_the_codecs_tuple() -> None:
+    expected = _Lists(kept=("a",), called=("b",), made=("c",))
+    _counted.calls = _uncounted.calls = 0  # type: ignore[attr-defined]
+    record = codec.structure({"kept": ["a"], "called": ["b"], "made": ["c"]}, _Lists)
+    # _counted is marked: skipped where the codec built the tuple, still called on a field
+    # whose default comes from a factory (its value is unknown to the codec); _uncounted is not
+    # marked: called.
+    assert (_counted.calls, _uncounted.calls) == (1, 1)  # type: ignore[attr-defined]
+    assert record == expected
+    assert type(record.kept) is tuple
+    empty = _Lists()
+    _counted.calls = _uncounted.calls = 0  # type: ignore[attr-defined]
+    assert codec.structure({}, _Lists) == empty
+    # Absent: the tuple default needs no call, the factory's value does, as does _uncounted.
+    assert (_counted.calls, _uncounted.calls) == (1, 1)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("converter", sorted(codec._checks.TUPLE_KEEPERS, key=repr), ids=repr)
+def test_every_marked_converter_hands_back_its_tuple(converter: Any) -> None:
+    for value in ((), ("a", "b"), (USER, None, 1)):
+        assert converter(value) is value
+
+
+def test_only_the_projects_tuple_converters_are_marked() -> None:
+    from store_async.models import consume, licenses, orders, purchase, query, subscriptions
+
+    marked = {query._strings, query._items, licenses._tuple, orders._tuple}
+    marked |= {purchase._line_items, subscriptions._items, consume._order_transactions}
+    assert marked <= codec._checks.TUPLE_KEEPERS
+    # Converters that may hand back something else are not.
+    assert licenses._optional_tuple not in codec._checks.TUPLE_KEEPERS
+
+
+def test_a_cached_date_time_is_the_value_parsing_gives() -> None:
+    texts = [
+        "2015-09-22T19:22:51.2068724+00:00",
+        "9999-12-31T23:59:59.9999999+00:00",
+        "2015-10-13T21:21:51Z",
+        "2015-10-13T21:21:51.1+05:30",
+        "2015-10-13T21:21:51",
+        "/Date(1444771311186-0730)/",
+    ]
+    codec._DATES.clear()
+    for text in texts:
+        first = codec.structure(item_json(endDate=text), CollectionItem).end_date  # parsed
+        assert codec._DATES[text] is first
+        again = codec.structure(item_json(endDate=text), CollectionItem).end_date  # remembered
+        parsed = codec.parse_datetime(text)
+        assert again is first
+        assert (again, again.utcoffset(), again.tzinfo) == (
+            parsed,
+            parsed.utcoffset(),
+            parsed.tzinfo,
+        )
+    # A bad date-time is never remembered: the same text fails the same way every time.
+    for _ in range(2):
+        assert failure(item_json(endDate="2015-13-01"), CollectionItem) == (
+            "CollectionItem: $.endDate: expected an ISO-8601 date-time, got '2015-13-01'"
+        )
+    assert "2015-13-01" not in codec._DATES
+
+
+def test_the_date_time_cache_is_bounded() -> None:
+    codec._DATES.clear()
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    for second in range(codec._DATE_CACHE_SIZE + 10):
+        when = base + timedelta(seconds=second)
+        text = when.isoformat()
+        assert codec.structure(item_json(startDate=text), CollectionItem).start_date == when
+        assert len(codec._DATES) <= codec._DATE_CACHE_SIZE
+
+
+def test_a_bad_value_under_a_name_spelled_twice_is_read_in_any_casing() -> None:
+    # The exact-name pass converts values before it looks for other spellings; a value it
+    # refuses is then read again in any casing, where the later spelling wins, as before.
+    body = item_json(campaignId=5, CampaignID="c", tags=[1], TAGS=["t"], Purchaser={"x": 1})
+    body["purchaser"] = {"identityType": "pub", "identityValue": "u"}  # the later spelling
+    record = codec.structure(body, CollectionItem)
+    assert (record.campaign_id, record.tags) == ("c", ("t",))
+    assert record.purchaser == IdentityV6(identity_type="pub", identity_value="u")
+    assert failure(item_json(campaignId="c", CAMPAIGNID=5), CollectionItem) == (
+        "CollectionItem: $.campaignId: expected a string, got number"
+    )
