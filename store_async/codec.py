@@ -250,23 +250,30 @@ def _tuple_of_factory(type_: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
 _MISSING: Final = object()
 _DATES: Final[dict[str, datetime]] = {}
 _DATE_CACHE_SIZE: Final = 4096
+_fromisoformat: Final = datetime.fromisoformat
 _ENTRIES: Final[dict[type, Callable[[Any], Any]]] = {}
 """Per record class, its generated structuring function (built on first use)."""
 
 
 def _date(value: Any) -> datetime:
-    """:func:`_structure_datetime`, remembering recent strings: a page repeats its date-times
-    (``endDate`` 9999-12-31, ``startDate`` = ``acquiredDate``), and each is parsed once."""
-    if type(value) is str:
-        found = _DATES.get(value)
-        if found is not None:
-            return found
-        when = _structure_datetime(value, None)
-        if len(_DATES) >= _DATE_CACHE_SIZE:
-            _DATES.clear()  # bounded; datetimes are immutable, so sharing them is safe
-        _DATES[value] = when
-        return when
-    return _structure_datetime(value, None)
+    """:func:`_structure_datetime` for a value not in the cache, remembering the result: a
+    page repeats its date-times (``endDate`` 9999-12-31, ``startDate`` = ``acquiredDate``),
+    and each is parsed once. The Store's usual ISO-8601 text takes the short way."""
+    if type(value) is not str:
+        return _structure_datetime(value, None)
+    if len(value) > _MAX_VALUE_CHARS or "Date(" in value:
+        when = _structure_datetime(value, None)  # MS-AJAX, or the codec's error
+    else:
+        try:
+            when = _fromisoformat(value)
+        except (ValueError, OverflowError):
+            return _structure_datetime(value, None)  # raises the codec's error
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    if len(_DATES) >= _DATE_CACHE_SIZE:
+        _DATES.clear()  # bounded; datetimes are immutable, so sharing them is safe
+    _DATES[value] = when
+    return when
 
 
 def _lower(value: dict[Any, Any]) -> dict[str, Any]:
@@ -286,7 +293,6 @@ class _Source:
             "_MISSING": _MISSING,
             "_date": _date,
             "_dates": _DATES.get,
-            "_known": _DATES,
         }
 
     def name(self, value: Any) -> str:
@@ -356,12 +362,6 @@ def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
     if type_ in _EXACT_TYPES:
         add(f"{indent}if type({variable}) is not {source.name(type_)}:")
         add(f"{indent}    raise TypeError")
-        return
-    if type_ is datetime:  # a string seen before costs one dict lookup
-        add(f"{indent}try:")
-        add(f"{indent}    {variable} = _known[{variable}]")
-        add(f"{indent}except KeyError:")
-        add(f"{indent}    {variable} = _date({variable})")
         return
     template = _element(type_, source)
     if template is not None:
