@@ -251,6 +251,7 @@ _MISSING: Final = object()
 _DATES: Final[dict[str, datetime]] = {}
 _DATE_CACHE_SIZE: Final = 4096
 _fromisoformat: Final = datetime.fromisoformat
+_SCAFFOLDS: Final[dict[type, type | None]] = {}
 _ENTRIES: Final[dict[type, Callable[[Any], Any]]] = {}
 """Per record class, its generated structuring function (built on first use)."""
 
@@ -363,9 +364,57 @@ def _convert(type_: Any, variable: str, indent: str, source: _Source) -> None:
         add(f"{indent}if type({variable}) is not {source.name(type_)}:")
         add(f"{indent}    raise TypeError")
         return
+    if isinstance(type_, type) and _inline(type_, variable, indent, source):
+        return
     template = _element(type_, source)
     if template is not None:
         add(f"{indent}{variable} = {template.format(variable, variable)}")
+
+
+def _inline(cls: type, variable: str, indent: str, source: _Source) -> bool:
+    """Lines that build a small record (required str/int/bool fields only, built on its
+    scaffold, such as a purchaser's IdentityV6) in place, sparing a call: an object holding
+    exactly its names as sent is built here, anything else goes to the record's own function.
+    False, and nothing written, for any other type."""
+    if not attrs.has(cls):
+        return False
+    direct, scaffold = _settable(cls), _scaffold(cls)
+    hints = get_type_hints(cls)
+    fields = attrs.fields(cast(Any, cls))
+    if (
+        direct is None
+        or scaffold is None
+        or not fields
+        or any(
+            field.default is not attrs.NOTHING
+            or field.converter is not None
+            or hints[field.name] not in _EXACT_TYPES
+            for field in fields
+        )
+    ):
+        return False
+    add = source.lines.append
+    function = source.name(_entry(cls))
+    add(f"{indent}if type({variable}) is dict and len({variable}) == {len(fields)}:")
+    add(f"{indent}    try:")
+    for index, field in enumerate(fields):
+        add(f"{indent}        {variable}_{index} = {variable}[{field_wire_name(field)!r}]")
+    add(f"{indent}    except KeyError:")  # another spelling (or not this record at all)
+    add(f"{indent}        {variable} = {function}({variable})")
+    add(f"{indent}    else:")
+    checks = " or ".join(
+        f"type({variable}_{index}) is not {source.name(hints[field.name])}"
+        for index, field in enumerate(fields)
+    )
+    add(f"{indent}        if {checks}:")
+    add(f"{indent}            raise TypeError")
+    add(f"{indent}        {variable} = {source.name(object.__new__)}({source.name(scaffold)})")
+    for index, field in enumerate(fields):
+        add(f"{indent}        {variable}.{field.name} = {variable}_{index}")
+    add(f"{indent}        {variable}.__class__ = {source.name(cls)}")
+    add(f"{indent}else:")
+    add(f"{indent}    {variable} = {function}({variable})")
+    return True
 
 
 def _generate(
@@ -401,9 +450,9 @@ def _generate(
         add("    except KeyError:")
         add(f"        return {source.name(slow)}(value)")
     if not lowered and len(required) < len(fields):
-        add(f"    n = {len(required)}")
-    # 2. Convert each value; an optional one is read here (absent: its default) and counted
-    #    when present. Converting before the spelling check below is safe: a problem raises,
+        add(f"    n = {len(fields)}")
+    # 2. Convert each value; an optional one is read here (absent: its default, and one name
+    #    fewer counted). Converting before the spelling check below is safe: a problem raises,
     #    and the caller then asks cattrs, which reads every name in any casing.
     arguments, factories = [], []
     for index, field in enumerate(fields):
@@ -413,35 +462,31 @@ def _generate(
             arguments.append(f"{field.alias}={variable}")
             continue
         add(f"    {variable} = get({names[index]!r}, _MISSING)")
-        if default is None and _is_optional(type_):
+        absent = [] if lowered else ["n -= 1"]
+        if not isinstance(default, cast(Any, attrs.Factory)):
+            value = "None" if default is None else source.name(default)
+            absent.append(f"{variable} = {value}")  # absent reads as null / the default
+        elif direct is not None:
+            absent.append(f"{variable} = {source.name(default.factory)}()")
+        else:
+            factories.append((field.alias, variable))  # absent: attrs calls it
+        if absent:
             add(f"    if {variable} is _MISSING:")
-            add(f"        {variable} = None")  # absent reads as null
+            for line in absent:
+                add(f"        {line}")
             add("    else:")
         else:
             add(f"    if {variable} is not _MISSING:")
         before = len(source.lines)
-        if not lowered:
-            add("        n += 1")
         _convert(type_, variable, "        ", source)
         if len(source.lines) == before:
             add("        pass")
-        if default is None and _is_optional(type_):
-            pass
-        elif isinstance(default, cast(Any, attrs.Factory)):
-            if direct is not None:
-                add("    else:")
-                add(f"        {variable} = {source.name(default.factory)}()")
-            else:
-                factories.append((field.alias, variable))  # absent: attrs calls it
-                continue
-        else:
-            add("    else:")
-            add(f"        {variable} = {source.name(default)}")
-        arguments.append(f"{field.alias}={variable}")
+        if direct is not None or not isinstance(default, cast(Any, attrs.Factory)):
+            arguments.append(f"{field.alias}={variable}")
     if not lowered:
         # Every key was one of the names as sent (the usual case), or the others are unknown
         # names: no other spelling of a name can hide in the object.
-        count = "n" if len(required) < len(fields) else str(len(required))
+        count = "n" if len(required) < len(fields) else str(len(fields))
         known, lower = frozenset(names), frozenset(name.lower() for name in names)
         add(
             f"    if {count} != len(value) and {source.name(_respelled)}(value,"
@@ -537,6 +582,13 @@ def _settable(cls: type) -> list[tuple[str, Any, Any]] | None:
 
 
 def _scaffold(cls: type) -> type | None:
+    """:func:`_make_scaffold`, once per class."""
+    if cls not in _SCAFFOLDS:
+        _SCAFFOLDS[cls] = _make_scaffold(cls)
+    return _SCAFFOLDS[cls]
+
+
+def _make_scaffold(cls: type) -> type | None:
     """A subclass of ``cls`` that adds nothing but plain assignment (no slots of its own,
     object's ``__setattr__`` and ``__delattr__``): a record is filled as a scaffold, then made
     a ``cls`` by assigning ``__class__``, which Python allows between classes of the same
