@@ -25,6 +25,7 @@ from store_async.models import (
     QueryRequest,
     QueryResult,
     UserIdentity,
+    _checks,
 )
 
 USER = UserIdentity(identity_value="eyJ0.key", local_ticket_reference="ref")
@@ -722,7 +723,7 @@ def _uncounted(value: Any) -> tuple[Any, ...]:
 
 
 _uncounted.calls = 0  # type: ignore[attr-defined]
-codec._checks.keeps_tuples(_counted)
+_checks.keeps_tuples(_counted)
 
 
 @attrs.frozen(kw_only=True)
@@ -749,7 +750,7 @@ def test_a_converter_that_keeps_tuples_is_not_called_on_the_codecs_tuple() -> No
     assert (_counted.calls, _uncounted.calls) == (1, 1)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("converter", sorted(codec._checks.TUPLE_KEEPERS, key=repr), ids=repr)
+@pytest.mark.parametrize("converter", sorted(_checks.TUPLE_KEEPERS, key=repr), ids=repr)
 def test_every_marked_converter_hands_back_its_tuple(converter: Any) -> None:
     for value in ((), ("a", "b"), (USER, None, 1)):
         assert converter(value) is value
@@ -760,9 +761,9 @@ def test_only_the_projects_tuple_converters_are_marked() -> None:
 
     marked = {query._strings, query._items, licenses._tuple, orders._tuple}
     marked |= {purchase._line_items, subscriptions._items, consume._order_transactions}
-    assert marked <= codec._checks.TUPLE_KEEPERS
+    assert marked <= _checks.TUPLE_KEEPERS
     # Converters that may hand back something else are not.
-    assert licenses._optional_tuple not in codec._checks.TUPLE_KEEPERS
+    assert licenses._optional_tuple not in _checks.TUPLE_KEEPERS
 
 
 def test_a_cached_date_time_is_the_value_parsing_gives() -> None:
@@ -814,4 +815,42 @@ def test_a_bad_value_under_a_name_spelled_twice_is_read_in_any_casing() -> None:
     assert record.purchaser == IdentityV6(identity_type="pub", identity_value="u")
     assert failure(item_json(campaignId="c", CAMPAIGNID=5), CollectionItem) == (
         "CollectionItem: $.campaignId: expected a string, got number"
+    )
+
+
+@pytest.mark.parametrize(
+    "purchaser",
+    [
+        {"identityType": "pub", "identityValue": "u"},  # built inside CollectionItem's function
+        {"identityValue": "u", "identityType": "pub"},
+        {"IDENTITYTYPE": "pub", "identityValue": "u"},  # another spelling: its own function
+        {"identityType": "pub", "identityValue": "u", "since": 2015},  # an unknown name too
+        {"identityType": "x", "identityValue": "u", "IdentityType": "pub"},  # the later wins
+    ],
+)
+def test_a_small_nested_record_reads_like_any_record(purchaser: dict[str, Any]) -> None:
+    item = codec.structure(item_json(purchaser=purchaser), CollectionItem)
+    assert type(item.purchaser) is IdentityV6
+    assert item.purchaser == IdentityV6(identity_type="pub", identity_value="u")
+
+
+@pytest.mark.parametrize(
+    ("purchaser", "message"),
+    [
+        ({"identityType": 1, "identityValue": "u"}, ".identityType: expected a string, got number"),
+        (
+            {"identityType": "p", "identityValue": None},
+            ".identityValue: expected a string, got null",
+        ),
+        (
+            {"identityType": "p", "IdentityValue": 2},
+            ".identityValue: expected a string, got number",
+        ),
+        ({"identityType": "p", "x": "u"}, ".identityValue: required field missing"),
+        (["pub", "u"], ": expected an object, got array"),
+    ],
+)
+def test_a_small_nested_record_fails_like_any_record(purchaser: Any, message: str) -> None:
+    assert failure(item_json(purchaser=purchaser), CollectionItem) == (
+        f"CollectionItem: $.purchaser{message}"
     )
