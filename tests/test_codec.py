@@ -592,6 +592,13 @@ class _Validated:
 
 
 @attrs.frozen(kw_only=True)
+class _ValidatedWithFactory:
+    name: str = attrs.field(validator=attrs.validators.min_len(1))
+    labels: tuple[str, ...] = attrs.field(factory=lambda: ("default",))
+    note: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class _Checked:
     name: str
 
@@ -614,6 +621,15 @@ def test_converters_apply_to_given_and_default_values_alike() -> None:
 def test_validators_and_post_init_hooks_still_run() -> None:
     assert codec._settable(_Validated) is None
     assert codec._settable(_Checked) is None
+    assert codec._settable(_ValidatedWithFactory) is None  # built by a call to the class
+    for body, expected in [
+        ({"name": "a"}, _ValidatedWithFactory(name="a")),  # absent: attrs calls the factory
+        ({"Name": "a", "labels": ["x"]}, _ValidatedWithFactory(name="a", labels=("x",))),
+        ({"name": "a", "note": "n", "x": 1}, _ValidatedWithFactory(name="a", note="n")),
+    ]:
+        assert codec.structure(body, _ValidatedWithFactory) == expected
+    assert codec.structure({"name": "a"}, _ValidatedWithFactory).labels == ("default",)
+    assert "Length of 'name' must be >= 1" in failure({"name": ""}, _ValidatedWithFactory)
     assert codec.structure({"name": "a", "count": 2}, _Validated).count == 2
     assert "must be > 0" in failure({"name": "a", "count": 0}, _Validated)
     assert failure({"name": ""}, _Checked) == "_Checked: $: name must not be empty"
