@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from itertools import chain
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any, Final
 
 import attrs

@@ -283,9 +283,7 @@ class Fulfiller:
         def parked(users: int, rows: int) -> None:
             self.stats.parked_users, self.stats.parked_rows = users, rows
 
-        return Inbox(
-            self._claim_ahead, self._pacer, max_parked=self._max_parked, on_change=parked
-        )
+        return Inbox(self._claim_ahead, self._pacer, max_parked=self._max_parked, on_change=parked)
 
     def _new_key_lifecycle(self) -> KeyLifecycle | None:
         if not self._renew_keys:
