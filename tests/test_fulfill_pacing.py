@@ -177,14 +177,19 @@ async def test_parked_rows_are_bounded_and_the_input_waits(tmp_path: Path) -> No
 
             client = Watch(store)
             fulfiller = Fulfiller(
-                client, journal, concurrency=1, user_rate=UserRate(4, 10.0), max_parked=3
+                client,
+                journal,
+                concurrency=1,
+                user_rate=UserRate(4, 10.0),
+                max_parked=3,
+                claim_ahead=2,
             )
             report = await fulfiller.run(rows)
         # A 10 s window: 4 sends fill it on any machine, however loaded (2 s flaked under CI load).
         assert report.done == 11
         assert report.users_parked >= 1
         # The input stops once 3 rows are parked; the 2 rows already queued to the one worker
-        # may still park: max_parked + 2 x concurrency.
+        # may still park: max_parked + claim_ahead.
         assert max(seen) <= 3 + 2
 
 

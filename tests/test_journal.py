@@ -62,8 +62,16 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "fulfill.journal"
 
 
-async def test_a_new_key_is_journaled_pending_before_the_claim_returns(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+@pytest.fixture(params=["thread", "process"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """The journal's writer: a thread of this process, or a process of its own."""
+    return str(request.param)
+
+
+async def test_a_new_key_is_journaled_pending_before_the_claim_returns(
+    path: Path, writer: str
+) -> None:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         fulfillment = by_item("order-1", tracking_id=TRACKING, line=7)
         claim = await journal.claim(fulfillment)
@@ -78,8 +86,8 @@ async def test_a_new_key_is_journaled_pending_before_the_claim_returns(path: Pat
         assert row.failure is None
 
 
-async def test_marks_record_exact_outcomes(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+async def test_marks_record_exact_outcomes(path: Path, writer: str) -> None:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         for key in ("done", "failed", "unknown"):
             await journal.claim(by_item(key, item_id=f"item-{key}"))
@@ -116,13 +124,15 @@ async def test_marks_record_exact_outcomes(path: Path) -> None:
     assert pending.failure == FailureInfo(error_type="OutcomeUnknownError", message="gave up")
 
 
-async def test_a_rerun_resends_pending_under_the_original_tracking_id(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+async def test_a_rerun_resends_pending_under_the_original_tracking_id(
+    path: Path, writer: str
+) -> None:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         first = by_item("order-1")  # generated tracking id
         await journal.claim(first)
     renewed = UserIdentity(identity_value="eyJ-renewed-key", local_ticket_reference="user-1")
-    async with SqliteJournal(path) as journal:
+    async with SqliteJournal(path, writer=writer) as journal:
         assert await journal.begin_run() == 2
         again = by_item("order-1", user=renewed, line=9)  # another generated tracking id
         assert again.request.tracking_id != first.request.tracking_id
@@ -138,10 +148,12 @@ async def test_a_rerun_resends_pending_under_the_original_tracking_id(path: Path
     assert row.request.beneficiary.identity_value == "eyJ-renewed-key"  # kept for export
 
 
-async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: Path) -> None:
+async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(
+    path: Path, writer: str
+) -> None:
     refused = InvalidRequestError("HTTP 400: bad item", status=400, code="InvalidParameter")
     failed = by_item("failed", item_id="b")
-    async with SqliteJournal(path) as journal:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         await journal.claim(by_item("done", item_id="a"))
         await journal.claim(failed)
@@ -149,7 +161,7 @@ async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: P
             "done", ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
         )
         await journal.mark_failed("failed", refused)
-    async with SqliteJournal(path) as journal:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         assert await journal.claim(by_item("done", item_id="a")) == Claim(
             outcome=ClaimOutcome.ALREADY_DONE
@@ -159,7 +171,7 @@ async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: P
             request=failed.request,  # as journaled, with its original tracking id
             failure=FailureInfo.from_error(refused),
         )
-    async with SqliteJournal(path) as journal:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run(retry_failed=True)
         assert (
             await journal.claim(by_item("done", item_id="a"))
@@ -171,8 +183,8 @@ async def test_a_rerun_skips_done_and_failed_rows_unless_retrying_failed(path: P
     assert row.state is RowState.PENDING
 
 
-async def test_a_key_never_gets_a_second_request(path: Path) -> None:
-    async with SqliteJournal(path) as journal:
+async def test_a_key_never_gets_a_second_request(path: Path, writer: str) -> None:
+    async with SqliteJournal(path, writer=writer) as journal:
         await journal.begin_run()
         await journal.claim(by_item("order-1", item_id="item-1", tracking_id=TRACKING, line=1))
         await journal.claim(by_transaction("order-2", line=2))
@@ -211,10 +223,12 @@ async def test_a_key_never_gets_a_second_request(path: Path) -> None:
         assert all(SECRET not in (claim.detail or "") for claim in claims)
 
 
-async def test_group_commit_decides_concurrent_claims_in_input_order(path: Path) -> None:
+async def test_group_commit_decides_concurrent_claims_in_input_order(
+    path: Path, writer: str
+) -> None:
     """Claims queued while a commit waits are decided in one transaction, in order: of many
     claims of one key, exactly the first is sent."""
-    async with SqliteJournal(path, synchronous="normal") as journal:
+    async with SqliteJournal(path, writer=writer, synchronous="normal") as journal:
         await journal.begin_run()
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # the writer's next transaction waits for this one
@@ -237,8 +251,10 @@ async def test_group_commit_decides_concurrent_claims_in_input_order(path: Path)
     ]
 
 
-async def test_marks_are_lazy_but_bounded(path: Path) -> None:
-    async with SqliteJournal(path, synchronous="normal", max_lazy_marks=10) as journal:
+async def test_marks_are_lazy_but_bounded(path: Path, writer: str) -> None:
+    async with SqliteJournal(
+        path, writer=writer, synchronous="normal", max_lazy_marks=10
+    ) as journal:
         await journal.begin_run()
         await asyncio.gather(*(journal.claim(by_item(f"k{n}", item_id=f"i{n}")) for n in range(50)))
         result = ConsumeResult(tracking_id=None, transaction_id=None, attempts=1)
@@ -249,7 +265,9 @@ async def test_marks_are_lazy_but_bounded(path: Path) -> None:
         assert reader.counts() == {RowState.DONE: 50, RowState.PENDING: 0, RowState.FAILED: 0}
 
 
-async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(path: Path) -> None:
+async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(
+    path: Path, writer: str
+) -> None:
     script = textwrap.dedent(
         f"""
         import asyncio, os, signal
@@ -257,7 +275,7 @@ async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(pa
         from store_async.models import ConsumeRequest, ConsumeResult, UserIdentity
 
         async def main():
-            journal = SqliteJournal({str(path)!r})
+            journal = SqliteJournal({str(path)!r}, writer={writer!r})
             await journal.begin_run()
             user = UserIdentity(identity_value="k", local_ticket_reference="u")
             claims = [journal.claim(Fulfillment(key=f"k{{n}}",
@@ -278,7 +296,7 @@ async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(pa
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == -9, stderr
     assert stdout == b"claimed\n"
-    async with SqliteJournal(path) as journal:  # the lock died with the process
+    async with SqliteJournal(path, writer=writer) as journal:  # the lock died with the process
         assert await journal.begin_run() == 2
         with JournalReader(path) as reader:
             counts = reader.counts()
@@ -287,15 +305,15 @@ async def test_a_killed_writer_leaves_a_journal_that_reopens_with_every_claim(pa
             assert counts[RowState.FAILED] == 0
 
 
-def test_the_file_is_private_and_locked_while_open(path: Path) -> None:
+def test_the_file_is_private_and_locked_while_open(path: Path, writer: str) -> None:
     async def scenario() -> None:
-        async with SqliteJournal(path) as journal:
+        async with SqliteJournal(path, writer=writer) as journal:
             await journal.begin_run()
             with pytest.raises(JournalError, match="in use by another process"):
-                SqliteJournal(path)
+                SqliteJournal(path, writer=writer)
             with JournalReader(path) as reader:  # readers need no lock
                 assert reader.runs() == 1
-        await SqliteJournal(path).close()  # released on close
+        await SqliteJournal(path, writer=writer).close()  # released on close
 
     asyncio.run(scenario())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -385,9 +403,9 @@ async def test_a_journal_that_cannot_write_fails_every_waiter_with_a_typed_error
         await journal.claim(by_item("k3"))
 
 
-def test_a_damaged_journal_fails_with_typed_errors(path: Path) -> None:
+def test_a_damaged_journal_fails_with_typed_errors(path: Path, writer: str) -> None:
     async def fill() -> None:
-        async with SqliteJournal(path) as journal:
+        async with SqliteJournal(path, writer=writer) as journal:
             await journal.begin_run()
             await asyncio.gather(*(journal.claim(by_item(f"k{n}", f"i{n}")) for n in range(2000)))
 
@@ -403,7 +421,7 @@ def test_a_damaged_journal_fails_with_typed_errors(path: Path) -> None:
         reader.counts()
 
     async def claim() -> None:
-        async with SqliteJournal(path) as journal:
+        async with SqliteJournal(path, writer=writer) as journal:
             await journal.begin_run()
             await journal.claim(by_item("k1", "i1"))
 
@@ -413,11 +431,11 @@ def test_a_damaged_journal_fails_with_typed_errors(path: Path) -> None:
 
 
 async def test_a_value_sqlite_cannot_store_fails_its_waiters_instead_of_killing_the_writer(
-    path: Path,
+    path: Path, writer: str
 ) -> None:
     """A lone surrogate cannot be encoded as UTF-8: the claim must fail with a typed error, and
     the journal still close, rather than the writer thread dying and every waiter hanging."""
-    journal = SqliteJournal(path, synchronous="normal")
+    journal = SqliteJournal(path, writer=writer, synchronous="normal")
     await journal.begin_run()
     with pytest.raises(JournalError, match="could not be written: UnicodeEncodeError") as caught:
         await asyncio.wait_for(journal.claim(by_item("bad-\ud800-key")), timeout=10)
@@ -441,7 +459,9 @@ async def test_intents_are_fsynced_at_commit_unless_normal_is_chosen(
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_reruns_store_no_new_copy_of_a_store_id_key_already_journaled(path: Path) -> None:
+async def test_reruns_store_no_new_copy_of_a_store_id_key_already_journaled(
+    path: Path, writer: str
+) -> None:
     """Each distinct user's Store ID key is stored once: reruns of done, pending, duplicate
     or conflicting lines (in a fresh process, with an empty cache) add no beneficiary row."""
 
@@ -460,7 +480,7 @@ async def test_reruns_store_no_new_copy_of_a_store_id_key_already_journaled(path
             return int(connection.execute("SELECT count(*) FROM beneficiaries").fetchone()[0])
 
     for run in range(3):
-        async with SqliteJournal(path, synchronous="normal") as journal:
+        async with SqliteJournal(path, writer=writer, synchronous="normal") as journal:
             await journal.begin_run()
             outcomes = [
                 claim.outcome for claim in await asyncio.gather(*map(journal.claim, claims()))
@@ -474,3 +494,47 @@ async def test_reruns_store_no_new_copy_of_a_store_id_key_already_journaled(path
         ]  # fmt: skip
         assert outcomes == [*expected, ClaimOutcome.CONFLICT]
         assert beneficiaries() == 3
+
+
+async def test_a_writer_process_that_dies_fails_every_waiter_with_a_typed_error(
+    path: Path,
+) -> None:
+    """The writer process killed under the journal (the OOM killer, say): claims waiting for
+    it and later ones fail with JournalError, nothing hangs, and close still works."""
+    journal = SqliteJournal(path, writer="process")
+    assert await journal.begin_run() == 1
+    assert (await journal.claim(by_item("k1"))).outcome is ClaimOutcome.SEND
+    assert journal._process is not None
+    journal._process.kill()
+    with pytest.raises(JournalError, match=r"writer process exited \(code -9\)"):
+        await asyncio.wait_for(journal.claim(by_item("k2", "i2")), timeout=30)
+    with pytest.raises(JournalError, match="could not be written"):
+        await journal.claim(by_item("k3", "i3"))
+    with pytest.raises(JournalError, match="could not be written"):
+        await journal.flush()
+    await asyncio.wait_for(journal.close(), timeout=30)
+    assert read_row(path, "k1").state is RowState.PENDING  # committed before the kill
+    with JournalReader(path) as reader:
+        assert [row.key for row in reader.rows()] == ["k1"]
+
+
+async def test_the_writer_process_records_the_fulfillers_pid_and_commits_before_answering(
+    path: Path,
+) -> None:
+    """The runs table names the fulfilling process, not the writer; a claim's answer means its
+    row is already readable by another connection (committed)."""
+    async with SqliteJournal(path, writer="process") as journal:
+        await journal.begin_run()
+        await journal.claim(by_item("k1"))
+        assert read_row(path, "k1").state is RowState.PENDING
+        assert journal.commits == 2
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("SELECT pid FROM runs").fetchall() == [(os.getpid(),)]
+    finally:
+        connection.close()
+
+
+def test_an_unknown_writer_is_refused(path: Path) -> None:
+    with pytest.raises(JournalError, match="writer must be 'thread' or 'process', not 'fork'"):
+        SqliteJournal(path, writer="fork")  # type: ignore[arg-type]

@@ -29,10 +29,11 @@ def test_commit_interval_outside_0_to_1_second_is_refused(tmp_path: Path, interv
         SqliteJournal(tmp_path / "journal", commit_interval=interval)
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 127, 128, 129, 300])
+@pytest.mark.parametrize("count", [1, 2, 3, 15, 16, 17, 63, 64, 65, 255, 256, 257, 300])
 async def test_chunked_statements_write_every_row_once(tmp_path: Path, count: int) -> None:
-    """Sizes around the chunk boundaries (128, 32, 8, 2, 1): every claim inserted, every mark
-    applied to its own row, attempts added exactly once."""
+    """Sizes around the chunk boundaries (256, 64, 16, and tails padded to 16 or sent as 1 or 2
+    rows): every claim inserted, every mark applied to its own row, attempts added exactly
+    once (a padding copy of the last mark is applied once, not twice)."""
     path = tmp_path / "journal"
     requests = [ConsumeRequest.for_item(USER, f"item-{n}") for n in range(count)]
     async with SqliteJournal(path, synchronous="normal") as journal:
@@ -102,3 +103,39 @@ async def test_a_key_marked_twice_in_one_batch_keeps_the_arrival_order(tmp_path:
     assert rows["k1"].failure is not None
     assert rows["k1"].failure.error_type == "OutcomeUnknownError"
     assert (rows["k2"].state, rows["k2"].attempts, rows["k2"].failure) == (RowState.DONE, 1, None)
+
+
+def test_a_batch_of_30_claims_and_30_marks_takes_two_statements_each(tmp_path: Path) -> None:
+    """30 rows = 16 + 14 padded to 16: two INSERTs and two UPDATEs, not six of each (each
+    statement is a GIL round trip for the writer thread). The padding copies insert nothing
+    and count one attempt, once."""
+    connection = connect(tmp_path / "journal", readonly=False, synchronous="normal")
+    statements: list[str] = []
+    try:
+        store = JournalStore(connection)
+        connection.execute("BEGIN IMMEDIATE")
+        store.begin_run(False, 1, 1.0)
+        requests = [ConsumeRequest.for_item(USER, f"item-{n}") for n in range(30)]
+        fulfillments = [Fulfillment(key=f"k{n}", request=r) for n, r in enumerate(requests)]
+        connection.set_trace_callback(statements.append)
+        claims = store.claim_all(fulfillments, 1.0)
+        marks = [
+            done_row(
+                f"k{n}",
+                ConsumeResult(tracking_id=r.tracking_id, transaction_id=None, attempts=1),
+            )
+            for n, r in enumerate(requests)
+        ]
+        _apply_marks(store, marks, [DONE] * 30, 2.0)
+        connection.set_trace_callback(None)
+        connection.execute("COMMIT")
+        assert [claim.request for claim in claims] == requests  # every one a fast-path SEND
+        counts = connection.execute(
+            "SELECT count(*), sum(attempts), min(state), max(state) FROM fulfillments"
+        ).fetchone()
+    finally:
+        connection.close()
+    assert counts == (30, 30, "done", "done")
+    inserts = [s for s in statements if s.lstrip().startswith("INSERT OR IGNORE")]
+    updates = [s for s in statements if s.lstrip().startswith("WITH v(")]
+    assert (len(inserts), len(updates)) == (2, 2)

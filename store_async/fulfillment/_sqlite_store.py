@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any, Final
 
@@ -64,9 +65,14 @@ FAILED: Final = (f"state = 'failed', {_SET_ERRORS}", _ERROR_COLUMNS)
 UNKNOWN: Final = (_SET_ERRORS, _ERROR_COLUMNS)
 """An unknown outcome only records the attempt; the row stays as it is (pending)."""
 _MARK_COLUMNS: Final = ("attempts", "correlation_id", "request_id", "cv")
-# Claims and marks are written by multi-row statements of these sizes (largest first), so that
-# n rows take about n / 128 statements and SQLite prepares at most five of each kind.
-_MARK_CHUNKS: Final = (128, 32, 8, 2, 1)
+# Claims and marks are written by multi-row statements of these sizes (largest first); a tail
+# of more than _EXACT rows is padded to _CHUNKS[-1] rows by repeating its last row (an insert
+# ignores the copy, a mark applies once: see _pieces). So a batch takes a few statements (30 rows:
+# 2, not 6), and SQLite prepares at most five of each kind. Statements matter more than rows:
+# sqlite3 releases the GIL around each one, and each time the writer thread takes it back, the
+# event loop's thread may wait.
+_CHUNKS: Final = (256, 64, 16)
+_EXACT: Final = 2  # a tail of 1 or 2 rows (one-at-a-time callers) goes as it is
 
 _BENEFICIARY_CACHE: Final = 4096
 
@@ -108,6 +114,27 @@ def error_row(key: str, error: StoreError) -> tuple[Any, ...]:
         info.inner_code,
         info.message,
     )
+
+
+def _pieces(rows: list[tuple[Any, ...]]) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    """``rows`` as ``(size, piece)`` for statements of :data:`_CHUNKS` rows (or 1 or 2).
+
+    A tail of 3-15 rows is padded to 16 with copies of its last row. The copy is harmless in
+    both statements: ``INSERT OR IGNORE`` ignores it (the row it copies went in first, or was
+    ignored too; ``rowcount`` counts neither), and an ``UPDATE ... FROM`` whose join yields
+    several rows for one target row applies one of them, once (all equal here). Callers never
+    pass one key twice (see :func:`_update_many`).
+    """
+    start, size = 0, len(rows)
+    for chunk in _CHUNKS:
+        while size - start >= chunk:
+            yield chunk, rows[start : start + chunk]
+            start += chunk
+    tail = size - start
+    if 0 < tail <= _EXACT:
+        yield tail, rows[start:]
+    elif tail:
+        yield _CHUNKS[-1], rows[start:] + [rows[-1]] * (_CHUNKS[-1] - tail)
 
 
 @functools.cache
@@ -164,13 +191,9 @@ class JournalStore:
     ) -> None:
         """Apply ``rows`` (from :func:`done_row` or :func:`error_row`) of one ``kind``: a few
         multi-row statements, parameters flattened in C, no per-row step in Python."""
-        execute, start, size = self._connection.execute, 0, len(rows)
-        for chunk in _MARK_CHUNKS:
-            statement = None
-            while size - start >= chunk:
-                statement = statement or _update_many(kind, chunk)
-                execute(statement, (*chain.from_iterable(rows[start : start + chunk]), now))
-                start += chunk
+        execute = self._connection.execute
+        for size, piece in _pieces(rows):
+            execute(_update_many(kind, size), (*chain.from_iterable(piece), now))
 
     def replace_store_id_key(self, old: UserIdentity, new_value: str) -> int:
         """Put a renewed Store ID key in place of ``old``'s in its beneficiary row: every row
@@ -221,14 +244,9 @@ class JournalStore:
         One statement per chunk rather than one step per row: sqlite3 releases the GIL around
         each step, and every reacquisition can wait for the event loop's thread.
         """
-        execute, start, size, inserted = self._connection.execute, 0, len(rows), 0
-        for chunk in _MARK_CHUNKS:
-            statement = None
-            while size - start >= chunk:
-                statement = statement or _insert_rows(chunk)
-                values = chain.from_iterable(rows[start : start + chunk])
-                inserted += execute(statement, tuple(values)).rowcount
-                start += chunk
+        execute, inserted = self._connection.execute, 0
+        for size, piece in _pieces(rows):
+            inserted += execute(_insert_rows(size), tuple(chain.from_iterable(piece))).rowcount
         return inserted
 
     def _row(

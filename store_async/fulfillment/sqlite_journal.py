@@ -52,9 +52,12 @@ import threading
 import time
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+
+import orjson
 
 from store_async.errors import StoreError
+from store_async.fulfillment._journal_process import ProcessWriter
 from store_async.fulfillment._schema import Synchronous, connect
 from store_async.fulfillment._sqlite_store import (
     DONE,
@@ -67,12 +70,17 @@ from store_async.fulfillment._sqlite_store import (
 from store_async.fulfillment.journal import Claim, Fulfillment, JournalError
 from store_async.models import ConsumeResult, UserIdentity
 
-__all__ = ["SqliteJournal"]
+__all__ = ["KINDS", "SqliteJournal", "Writer"]
 
+Writer = Literal["thread", "process"]
+
+_LOCK_WAIT = 2.0  # seconds to wait for a writer process finishing its last commit (see _lock)
 _BUSY = 8  # operations in one commit from which the writer spaces its commits (see _writer)
 # Operations that wait for their commit besides claims (rare: one per run, flush, close or
 # renewed Store ID key).
 _FLUSH, _RUN, _CLOSE, _KEY = range(4)
+KINDS: Any = (DONE, FAILED, UNKNOWN)
+"""The mark kinds, as the writer process numbers them."""
 
 
 class SqliteJournal:
@@ -91,7 +99,10 @@ class SqliteJournal:
         max_batch: int = 4096,
         max_lazy_marks: int = 50_000,
         commit_interval: float = 0.005,
+        writer: Writer = "thread",
     ) -> None:
+        if writer not in ("thread", "process"):
+            raise JournalError(f"writer must be 'thread' or 'process', not {writer!r}")
         if synchronous not in ("full", "normal"):
             raise JournalError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if not 0 <= commit_interval <= 1:
@@ -99,6 +110,9 @@ class SqliteJournal:
                 f"commit_interval must be within 0..1 seconds, not {commit_interval!r}"
             )
         self.path = os.fspath(path)
+        self._synchronous = synchronous
+        self._writer_kind = writer
+        self._process: ProcessWriter | None = None  # writer="process", once started
         self._max_batch = max_batch
         self._max_lazy_marks = max_lazy_marks
         self._commit_interval = commit_interval  # under load, seconds between commits at least
@@ -124,12 +138,16 @@ class SqliteJournal:
         self._broken: str | None = None  # why the journal failed; each waiter gets its own error
         self._closed = False
         self._lazy_marks = 0  # marks queued but not yet committed (event-loop thread only)
-        self.commits = 0
-        """Transactions committed so far (each carries a whole batch of operations)."""
+        self._commits = 0
         self._store = JournalStore(self._connection)  # writer-thread state
 
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path!r})"
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (each carries a whole batch of operations)."""
+        return self._process.commits if self._process is not None else self._commits
 
     async def __aenter__(self) -> SqliteJournal:
         return self
@@ -153,6 +171,13 @@ class SqliteJournal:
         future: asyncio.Future[Claim] = loop.create_future()
         if self._closed or self._broken is not None:
             self._refuse(future)
+            return future
+        if self._process is not None:
+            try:
+                self._process.claim(fulfillment, future)
+            except orjson.JSONEncodeError:  # a string SQLite could not store either
+                self._broken = f"journal {self.path} could not be written: UnicodeEncodeError"
+                self._refuse(future)
             return future
         with self._lock:
             self._claims.append(fulfillment)
@@ -198,7 +223,10 @@ class SqliteJournal:
                 done: asyncio.Future[Any] = self._loop.create_future()
                 self._put_waiter((_CLOSE, None, done))
                 await done
-                await asyncio.to_thread(self._thread.join)
+                if self._process is not None:
+                    await self._process.wait_closed()
+                else:
+                    await asyncio.to_thread(self._thread.join)
         finally:
             self._connection.close()
             os.close(self._lock_fd)  # after the connection: closing an fd drops POSIX locks
@@ -207,7 +235,20 @@ class SqliteJournal:
 
     def _start(self) -> asyncio.AbstractEventLoop:
         self._loop = loop = asyncio.get_running_loop()
-        if not self._closed:
+        if not self._closed and self._writer_kind == "process":
+            self._process = ProcessWriter(
+                self.path,
+                synchronous=self._synchronous,
+                commit_interval=self._commit_interval,
+                max_batch=self._max_batch,
+                lock_fd=self._lock_fd,
+                loop=loop,
+                on_marks=self._marks_committed,
+                on_broken=self._writer_broken,
+            )
+            # "Started", for the callers' checks: the writer is the process, not a thread.
+            self._thread = threading.current_thread()
+        elif not self._closed:
             self._thread = threading.Thread(
                 target=self._writer, name=f"store_async journal {self.path}", daemon=True
             )
@@ -222,7 +263,27 @@ class SqliteJournal:
             future.set_exception(JournalError(self._broken))
             future.exception()  # retrieved: see _settle
 
+    def _marks_committed(self, count: int) -> None:
+        self._lazy_marks -= count
+
+    def _writer_broken(self, reason: str) -> None:
+        self._broken = reason
+
     def _put_waiter(self, waiter: tuple[int, Any, asyncio.Future[Any]]) -> None:
+        if self._process is not None:
+            kind, payload, future = waiter
+            if kind == _KEY:
+                old, new_value = payload
+                payload = (
+                    old.identity_type,
+                    old.identity_value,
+                    old.local_ticket_reference,
+                    new_value,
+                )
+            elif kind == _RUN:
+                payload = (payload, os.getpid())
+            self._process.wait(kind, payload, future)
+            return
         with self._lock:
             self._waiters.append(waiter)
             if self._idle:
@@ -245,6 +306,9 @@ class SqliteJournal:
         if self._thread is None:
             self._start()
         self._lazy_marks += 1
+        if self._process is not None:
+            self._process.mark(0 if kind is DONE else 1 if kind is FAILED else 2, row)
+            return
         with self._lock:
             self._marks.append(row)
             self._mark_kinds.append(kind)
@@ -332,32 +396,45 @@ class SqliteJournal:
         kinds: list[Any],
         waiters: list[tuple[int, Any, asyncio.Future[Any]]],
     ) -> list[Any]:
-        """Apply one batch in one transaction; return each waiter's answer (claims first).
-
-        A new run begins before the claims of the batch (``begin_run`` is awaited before the
-        run claims anything); claims come before marks, which only ever refer to rows claimed
-        in earlier commits (a worker sends only once its claim is durable). A renewed Store ID
-        key replaces the old one after the claims: a claim queued before the renewal carries
-        the old key, whose beneficiary row the replacement then updates.
-        """
-        connection, store = self._connection, self._store
-        connection.execute("BEGIN IMMEDIATE")
-        now = time.time()
-        answers: dict[int, Any] = {}
-        for index, (kind, payload, _) in enumerate(waiters):
-            if kind == _RUN:
-                answers[index] = store.begin_run(payload, os.getpid(), now)
-        values: list[Any] = store.claim_all(claims, now) if claims else []
-        for index, (kind, payload, _) in enumerate(waiters):
-            if kind == _KEY:
-                answers[index] = store.replace_store_id_key(*payload)
-        if marks:
-            _apply_marks(store, marks, kinds, now)
-        connection.execute("COMMIT")
-        self.commits += 1
-        # _FLUSH and _CLOSE are barriers, settled now that the batch is committed.
-        values += [answers.get(index) for index in range(len(waiters))]
+        values = apply_batch(self._connection, self._store, claims, marks, kinds, waiters)
+        self._commits += 1
         return values
+
+
+def apply_batch(
+    connection: sqlite3.Connection,
+    store: JournalStore,
+    claims: list[Fulfillment],
+    marks: list[tuple[Any, ...]],
+    kinds: list[Any],
+    waiters: list[tuple[Any, ...]],
+    pid: int | None = None,
+) -> list[Any]:
+    """Apply one batch in one transaction; return each waiter's answer (claims first).
+
+    ``waiters`` are ``(kind, payload, ...)``. A new run begins before the claims of the batch
+    (``begin_run`` is awaited before the run claims anything); claims come before marks, which
+    only ever refer to rows claimed in earlier commits (a worker sends only once its claim is
+    durable). A renewed Store ID key replaces the old one after the claims: a claim queued
+    before the renewal carries the old key, whose beneficiary row the replacement then
+    updates. ``pid`` is the fulfilling process's (the writer's own by default).
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    now = time.time()
+    answers: dict[int, Any] = {}
+    for index, (kind, payload, *_) in enumerate(waiters):
+        if kind == _RUN:
+            answers[index] = store.begin_run(payload, pid or os.getpid(), now)
+    values: list[Any] = store.claim_all(claims, now) if claims else []
+    for index, (kind, payload, *_) in enumerate(waiters):
+        if kind == _KEY:
+            answers[index] = store.replace_store_id_key(*payload)
+    if marks:
+        _apply_marks(store, marks, kinds, now)
+    connection.execute("COMMIT")
+    # _FLUSH and _CLOSE are barriers, settled now that the batch is committed.
+    values += [answers.get(index) for index in range(len(waiters))]
+    return values
 
 
 def _apply_marks(
@@ -394,11 +471,18 @@ def _lock(path: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as error:
         raise JournalError(f"cannot open journal {path}: {error.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise JournalError(
-            f"journal {path} is in use by another process (one writer at a time)"
-        ) from None
-    return fd
+    # A writer process outlives its fulfiller by one last commit (after a kill -9): wait for
+    # that, not for a live fulfiller, which holds the lock for its whole run.
+    deadline = time.monotonic() + _LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            os.close(fd)
+            raise JournalError(
+                f"journal {path} is in use by another process (one writer at a time)"
+            ) from None
+        return fd

@@ -1,0 +1,512 @@
+"""The SQLite journal's writer in a process of its own: ``SqliteJournal(writer="process")``.
+
+Why a process
+    A writer *thread* shares the GIL with the event loop. sqlite3 releases the GIL around every
+    statement, and each time the thread takes it back (binding parameters, building rows and
+    answers) the loop's thread waits, at every socket call it makes. Under load that cost the
+    loop more than the writer's own SQL. In a process of its own the writer runs on another
+    core and the loop only encodes each operation (one ``orjson.dumps``) and writes one frame
+    per loop turn to a pipe.
+
+Durability is unchanged: the writer commits (``synchronous=FULL`` by default) *before* it
+answers, and a claim's awaitable completes only on that answer. If the fulfilling process dies,
+the writer reads the frames that reached it whole, commits them (claims are intents: a pending
+row is always safe to resend) and exits; a half-written frame is dropped (its claims were never
+answered, so nothing of it was sent). The writer ignores the terminal's signals (its own
+session): a Ctrl-C stops the fulfiller, which then flushes through its writer.
+
+The lock: the writer inherits the journal's ``flock``\\ ed file, so the lock is held until both
+processes are gone: a second fulfill cannot start while a dying one's writer still commits.
+
+Wire format, both ways: frames of a 4-byte little-endian length and one JSON array.
+
+- To the writer: ``[claims, marks, waiters]``; a claim is ``[key, line, caller_tracking_id,
+  identity_type, identity_value, local_ticket_reference, item_id, tracking_id, product_id,
+  transaction_id, remove_quantity, include_order_ids, sandbox_id]``, a mark ``[kind, *row]``
+  (the rows of ``done_row``/``error_row``), a waiter ``[kind, payload]``.
+- From the writer, after each commit: ``[frames, claim answers, waiter answers, commits]``
+  (a claim answer is ``null`` for "send it as it is", else ``[outcome, detail,
+  idempotency_key, failure]``), or ``[-1, message]`` when the journal cannot be written (the
+  writer then exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Final
+
+import orjson
+
+from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment
+
+__all__ = ["ProcessWriter", "main"]
+
+_LENGTH: Final = struct.Struct("<I")
+_READ: Final = 1 << 20
+# The waiter kinds, as SqliteJournal numbers them.
+_FLUSH, _RUN, _CLOSE, _KEY = range(4)
+_BUSY: Final = 8  # as in SqliteJournal: operations in one commit from which commits are spaced
+_IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
+
+
+def _claim_row(fulfillment: Fulfillment) -> bytes:
+    request = fulfillment.request
+    beneficiary = request.beneficiary
+    return orjson.dumps(
+        (
+            fulfillment.key,
+            fulfillment.line,
+            fulfillment.caller_tracking_id,
+            beneficiary.identity_type,
+            beneficiary.identity_value,
+            beneficiary.local_ticket_reference,
+            request.item_id,
+            request.tracking_id,
+            request.product_id,
+            request.transaction_id,
+            request.remove_quantity,
+            request.include_order_ids,
+            request.sandbox_id,
+        )
+    )
+
+
+class _Frame:
+    """What the parent waits for from one frame it sent."""
+
+    __slots__ = ("claims", "marks", "waiters")
+
+    def __init__(
+        self,
+        claims: list[tuple[Fulfillment, asyncio.Future[Claim]]],
+        waiters: list[tuple[int, asyncio.Future[Any]]],
+        marks: int,
+    ) -> None:
+        self.claims = claims
+        self.waiters = waiters
+        self.marks = marks
+
+
+class ProcessWriter:
+    """The event-loop side: queue operations, ship one frame per loop turn, settle the answers.
+
+    ``on_marks`` is told how many marks each answered frame carried; ``on_broken`` gets the
+    reason once the journal cannot be written (the caller then refuses new work).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str,
+        commit_interval: float,
+        max_batch: int,
+        lock_fd: int,
+        loop: asyncio.AbstractEventLoop,
+        on_marks: Any,
+        on_broken: Any,
+    ) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (
+            f"import sys; sys.path.insert(0, {root!r}); "
+            "from store_async.fulfillment._journal_process import main; main()"
+        )
+        arguments = (path, synchronous, repr(commit_interval), str(max_batch))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code, *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # quiet: the writer reports through its answers
+            pass_fds=(lock_fd,),
+            start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not for us
+        )
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._out_fd = self._process.stdin.fileno()
+        self._in_fd = self._process.stdout.fileno()
+        os.set_blocking(self._out_fd, False)
+        os.set_blocking(self._in_fd, False)
+        self._path = path
+        self._loop = loop
+        self._on_marks = on_marks
+        self._on_broken = on_broken
+        self._claims: list[bytes] = []
+        self._claimed: list[tuple[Fulfillment, asyncio.Future[Claim]]] = []
+        self._marks: list[bytes] = []
+        self._waiters: list[bytes] = []
+        self._waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        self._frames: deque[_Frame] = deque()
+        self._out = bytearray()
+        self._in = bytearray()
+        self._writing = False
+        self._shipping = False
+        self._gone = False
+        self.commits = 0
+        loop.add_reader(self._in_fd, self._readable)
+
+    # -- queueing (event loop) -------------------------------------------------------------------
+
+    def claim(self, fulfillment: Fulfillment, future: asyncio.Future[Claim]) -> None:
+        """Queue a claim. Raises ``orjson.JSONEncodeError`` (a string that is not UTF-8)."""
+        self._claims.append(_claim_row(fulfillment))
+        self._claimed.append((fulfillment, future))
+        self._ship_soon()
+
+    def mark(self, kind: int, row: tuple[Any, ...]) -> None:
+        self._marks.append(orjson.dumps((kind, *row)))
+        self._ship_soon()
+
+    def wait(self, kind: int, payload: Any, future: asyncio.Future[Any]) -> None:
+        if self._gone:  # failed: the journal refuses all but close, which has nothing to wait for
+            future.set_result(None)
+            return
+        self._waiters.append(orjson.dumps((kind, payload)))
+        self._waiting.append((kind, future))
+        self._ship_soon()
+
+    def _ship_soon(self) -> None:
+        if not self._shipping:
+            self._shipping = True
+            self._loop.call_soon(self._ship)
+
+    def _ship(self) -> None:
+        """Send everything queued this loop turn as one frame."""
+        self._shipping = False
+        if self._gone:
+            return
+        frame = b"".join(
+            (
+                b"[[",
+                b",".join(self._claims),
+                b"],[",
+                b",".join(self._marks),
+                b"],[",
+                b",".join(self._waiters),
+                b"]]",
+            )
+        )
+        self._frames.append(_Frame(self._claimed, self._waiting, len(self._marks)))
+        self._claims, self._claimed, self._marks = [], [], []
+        self._waiters, self._waiting = [], []
+        self._out += _LENGTH.pack(len(frame))
+        self._out += frame
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            written = os.write(self._out_fd, self._out)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the writer is gone: _readable reports it
+            self._out.clear()
+            written = 0
+        del self._out[:written]
+        if self._out and not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._out_fd, self._write)
+        elif not self._out and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._out_fd)
+
+    # -- answers (event loop) --------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._in_fd, _READ)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._exited()
+            return
+        buffer = self._in
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 4:
+            (size,) = _LENGTH.unpack_from(buffer, start)
+            if len(buffer) - start - 4 < size:
+                break
+            answer = orjson.loads(memoryview(buffer)[start + 4 : start + 4 + size])
+            start += 4 + size
+            if answer[0] == -1:
+                self._broken(str(answer[1]))
+                return
+            self._settle(*answer)
+        del buffer[:start]
+
+    def _settle(self, frames: int, claims: list[Any], waiters: list[Any], commits: int) -> None:
+        self.commits = commits
+        claim_answers, waiter_answers = iter(claims), iter(waiters)
+        marks = 0
+        for _ in range(frames):
+            frame = self._frames.popleft()
+            marks += frame.marks
+            for (fulfillment, future), answer in zip(frame.claims, claim_answers, strict=False):
+                if not future.cancelled():
+                    future.set_result(_claim(fulfillment, answer))
+            for (_, future), value in zip(frame.waiters, waiter_answers, strict=False):
+                if not future.cancelled():
+                    future.set_result(value)
+        self._on_marks(marks)
+
+    def _broken(self, reason: str) -> None:
+        """Fail every operation sent and queued; later ones are refused by the journal."""
+        self._on_broken(reason)
+        self._stop_reading()
+        from store_async.fulfillment.journal import JournalError
+
+        pending = [*self._frames, _Frame(self._claimed, self._waiting, len(self._marks))]
+        self._frames.clear()
+        self._claims, self._claimed, self._marks, self._waiters, self._waiting = [], [], [], [], []
+        for frame in pending:
+            futures = [future for _, future in frame.claims]
+            for kind, future in frame.waiters:
+                if kind == _CLOSE:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    futures.append(future)
+            for future in futures:
+                if not future.done():
+                    future.set_exception(JournalError(reason))
+                    future.exception()  # retrieved: see SqliteJournal._settle
+
+    def _exited(self) -> None:
+        code = self._process.poll()
+        if code is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._process.wait(1)
+        self._broken(
+            f"journal {self._path} could not be written: its writer process exited"
+            + (f" (code {code})" if code is not None else "")
+        )
+
+    def _stop_reading(self) -> None:
+        if not self._gone:
+            self._gone = True
+            self._loop.remove_reader(self._in_fd)
+            if self._writing:
+                self._writing = False
+                self._loop.remove_writer(self._out_fd)
+
+    async def wait_closed(self) -> None:
+        """After the close answer (or a failure): let the writer exit, release the pipes."""
+        self._stop_reading()
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.close()  # EOF: the writer exits if it has not yet
+        await asyncio.to_thread(self._process.wait)
+        self._process.stdout.close()
+
+    def kill(self) -> None:
+        """For tests: the writer dies as under the OOM killer."""
+        self._process.kill()
+
+
+def _claim(fulfillment: Fulfillment, answer: Any) -> Claim:
+    request = fulfillment.request
+    if answer is None:
+        return Claim(outcome=ClaimOutcome.SEND, request=request)
+    outcome, detail, idempotency_key, failure = answer
+    from store_async.fulfillment._sqlite_store import _with_idempotency_key
+
+    return Claim(
+        outcome=ClaimOutcome(outcome),
+        request=_with_idempotency_key(request, idempotency_key) if idempotency_key else None,
+        detail=detail,
+        failure=FailureInfo(
+            error_type=failure[0],
+            status=failure[1],
+            code=failure[2],
+            inner_code=failure[3],
+            message=failure[4],
+            cv=failure[5],
+        )
+        if failure is not None
+        else None,
+    )
+
+
+# -- the writer process ---------------------------------------------------------------------
+
+
+def main() -> None:
+    """The writer process: ``python -c ... PATH SYNCHRONOUS COMMIT_INTERVAL MAX_BATCH``."""
+    path, synchronous = sys.argv[1], sys.argv[2]
+    gap, max_batch = float(sys.argv[3]), int(sys.argv[4])
+    reader, out = _FrameReader(sys.stdin.fileno()), sys.stdout.fileno()
+
+    def send(value: Any) -> None:
+        data = orjson.dumps(value)
+        # The fulfilling process may be gone: still commit what it sent, answer nobody.
+        with contextlib.suppress(BrokenPipeError):
+            _write_all(out, _LENGTH.pack(len(data)) + data)
+
+    from store_async.fulfillment._schema import connect
+    from store_async.fulfillment._sqlite_store import JournalStore
+    from store_async.fulfillment.journal import JournalError
+    from store_async.fulfillment.sqlite_journal import KINDS, apply_batch
+
+    try:
+        connection = connect(path, readonly=False, synchronous=synchronous)  # type: ignore[arg-type]
+    except JournalError as error:
+        send((-1, error.message))
+        return
+    store, decoder = JournalStore(connection), _Decoder()
+    commits, last_commit, last_size = 0, 0.0, 0
+    running = True
+    while running:
+        frames = reader.frames(block=True)
+        if not frames:
+            break  # the fulfilling process is gone and everything it sent is committed
+        pause = last_commit + gap - time.monotonic()
+        if pause > 0 and last_size >= _BUSY and not any(frame[2] for frame in frames):
+            time.sleep(pause)  # under load: fuller commits (see SqliteJournal)
+            frames += reader.frames(block=False)
+        while frames:
+            group: list[list[Any]] = []
+            claims = 0
+            while frames and (not group or claims + len(frames[0][0]) <= max_batch):
+                claims += len(frames[0][0])
+                group.append(frames.pop(0))
+            fulfillments = [decoder.fulfillment(row) for frame in group for row in frame[0]]
+            marks = [tuple(mark[1:]) for frame in group for mark in frame[1]]
+            kinds = [KINDS[mark[0]] for frame in group for mark in frame[1]]
+            waiters = [decoder.waiter(*waiter) for frame in group for waiter in frame[2]]
+            running = running and all(kind != _CLOSE for kind, _ in waiters)
+            try:
+                values = apply_batch(
+                    connection, store, fulfillments, marks, kinds, waiters, decoder.pid
+                )
+            except Exception as error:
+                import sqlite3
+
+                detail = str(error) if isinstance(error, sqlite3.Error) else type(error).__name__
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                send((-1, f"journal {path} could not be written: {detail}"))
+                return
+            commits += 1
+            count = len(fulfillments)
+            answers = [
+                _answer(fulfillment, claim)
+                for fulfillment, claim in zip(fulfillments, values[:count], strict=True)
+            ]
+            send((len(group), answers, values[count:], commits))
+            last_commit, last_size = time.monotonic(), count + len(marks)
+    connection.close()
+
+
+def _answer(fulfillment: Fulfillment, claim: Claim) -> Any:
+    if claim.outcome is ClaimOutcome.SEND and claim.request is fulfillment.request:
+        return None
+    failure = claim.failure
+    return (
+        claim.outcome.value,
+        claim.detail,
+        claim.request.idempotency_key if claim.request is not None else None,
+        (
+            failure.error_type,
+            failure.status,
+            failure.code,
+            failure.inner_code,
+            failure.message,
+            failure.cv,
+        )
+        if failure is not None
+        else None,
+    )
+
+
+class _Decoder:
+    """Rows of the wire as the journal store takes them (Store ID keys decoded once each)."""
+
+    def __init__(self) -> None:
+        from store_async.models import ConsumeRequest, UserIdentity
+
+        self._request, self._identity = ConsumeRequest, UserIdentity
+        self._identities: dict[tuple[str, str, str], Any] = {}
+        self.pid: int | None = None
+
+    def identity(self, identity_type: str, value: str, ticket: str) -> Any:
+        found = self._identities.get((identity_type, value, ticket))
+        if found is None:
+            if len(self._identities) >= _IDENTITIES:
+                self._identities.clear()
+            found = self._identities[identity_type, value, ticket] = self._identity(
+                identity_type=identity_type, identity_value=value, local_ticket_reference=ticket
+            )
+        return found
+
+    def fulfillment(self, row: list[Any]) -> Fulfillment:
+        (key, line, caller, identity_type, value, ticket, *fields) = row
+        item_id, tracking_id, product_id, transaction_id, quantity, include, sandbox = fields
+        request = self._request(
+            beneficiary=self.identity(identity_type, value, ticket),
+            item_id=item_id,
+            tracking_id=tracking_id,
+            product_id=product_id,
+            transaction_id=transaction_id,
+            remove_quantity=quantity,
+            include_order_ids=include,
+            sandbox_id=sandbox,
+        )
+        return Fulfillment(key=key, request=request, line=line, caller_tracking_id=caller)
+
+    def waiter(self, kind: int, payload: Any) -> tuple[int, Any]:
+        if kind == _RUN:  # (retry_failed, the fulfilling process's pid, for the runs table)
+            retry_failed, self.pid = payload
+            return kind, retry_failed
+        if kind == _KEY:
+            identity_type, value, ticket, new_value = payload
+            return kind, (self.identity(identity_type, value, ticket), new_value)
+        return kind, payload
+
+
+class _FrameReader:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._eof = False
+
+    def frames(self, *, block: bool) -> list[list[Any]]:
+        """The whole frames that arrived; with ``block``, wait for one (``[]``: end of input)."""
+        frames = self._take()
+        while not self._eof:
+            if frames or not block:
+                readable, _, _ = select.select([self._fd], [], [], 0)
+                if not readable:
+                    break
+            data = os.read(self._fd, _READ)
+            if not data:
+                self._eof = True
+                break
+            self._buffer += data
+            frames += self._take()
+        return frames
+
+    def _take(self) -> list[list[Any]]:
+        buffer, start, frames = self._buffer, 0, []
+        while len(buffer) - start >= 4:
+            (size,) = _LENGTH.unpack_from(buffer, start)
+            if len(buffer) - start - 4 < size:
+                break
+            frames.append(orjson.loads(memoryview(buffer)[start + 4 : start + 4 + size]))
+            start += 4 + size
+        del buffer[:start]
+        return frames
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
