@@ -290,11 +290,7 @@ class _Source:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.names: dict[str, Any] = {
-            "_MISSING": _MISSING,
-            "_date": _date,
-            "_dates": _DATES.get,
-        }
+        self.names: dict[str, Any] = {"_MISSING": _MISSING, "_date": _date, "_dates": _DATES.get}
 
     def name(self, value: Any) -> str:
         """A name for ``value`` in the generated function's globals."""
@@ -593,11 +589,13 @@ def _make_scaffold(cls: type) -> type | None:
     object's ``__setattr__`` and ``__delattr__``): a record is filled as a scaffold, then made
     a ``cls`` by assigning ``__class__``, which Python allows between classes of the same
     layout. None (each slot is then set through its descriptor) when ``cls`` is not a plain
-    class, something would run on subclassing it, or the interpreter refuses the switch."""
+    class, something would run on subclassing it, or the interpreter refuses the switch. (The
+    scaffold is listed by ``cls.__subclasses__()``; no instance of it outlives a call.)"""
     if type(cls) is not type or any("__init_subclass__" in vars(base) for base in cls.__mro__[:-1]):
         return None
     namespace = {
         "__slots__": (),
+        # Both of these, or Python keeps the frozen class's setattr slot for the subclass.
         "__setattr__": object.__setattr__,
         "__delattr__": object.__delattr__,
         "__module__": __name__,
