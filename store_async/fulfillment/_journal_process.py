@@ -110,7 +110,6 @@ class ProcessWriter:
         commit_interval: float,
         max_batch: int,
         lock_fd: int,
-        loop: asyncio.AbstractEventLoop,
         on_marks: Any,
         on_broken: Any,
     ) -> None:
@@ -120,14 +119,23 @@ class ProcessWriter:
             "from store_async.fulfillment._journal_process import main; main()"
         )
         arguments = (path, synchronous, repr(commit_interval), str(max_batch))
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", code, *arguments],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # quiet: the writer reports through its answers
-            pass_fds=(lock_fd,),
-            start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not for us
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code, *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # quiet: the writer reports through its answers
+                pass_fds=(lock_fd,),
+                start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not us
+            )
+        except OSError as error:  # no usable interpreter (an embedded or frozen Python)
+            from store_async.fulfillment.journal import JournalError
+
+            raise JournalError(
+                f"cannot start the writer process of journal {path} "
+                f"({sys.executable or 'no sys.executable'}: {error.strerror}); "
+                "use writer='thread'"
+            ) from None
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         self._out_fd = self._process.stdin.fileno()
@@ -135,7 +143,7 @@ class ProcessWriter:
         os.set_blocking(self._out_fd, False)
         os.set_blocking(self._in_fd, False)
         self._path = path
-        self._loop = loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_marks = on_marks
         self._on_broken = on_broken
         self._claims: list[bytes] = []
@@ -150,6 +158,10 @@ class ProcessWriter:
         self._shipping = False
         self._gone = False
         self.commits = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the writer's answers on ``loop`` (the loop of the journal's first use)."""
+        self._loop = loop
         loop.add_reader(self._in_fd, self._readable)
 
     # -- queueing (event loop) -------------------------------------------------------------------
@@ -175,6 +187,7 @@ class ProcessWriter:
     def _ship_soon(self) -> None:
         if not self._shipping:
             self._shipping = True
+            assert self._loop is not None  # attached by the journal's first use
             self._loop.call_soon(self._ship)
 
     def _ship(self) -> None:
@@ -209,6 +222,7 @@ class ProcessWriter:
             self._out.clear()
             written = 0
         del self._out[:written]
+        assert self._loop is not None
         if self._out and not self._writing:
             self._writing = True
             self._loop.add_writer(self._out_fd, self._write)
@@ -293,6 +307,8 @@ class ProcessWriter:
     def _stop_reading(self) -> None:
         if not self._gone:
             self._gone = True
+            if self._loop is None:
+                return
             self._loop.remove_reader(self._in_fd)
             if self._writing:
                 self._writing = False
