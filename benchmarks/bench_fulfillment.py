@@ -220,39 +220,45 @@ class InstantClient:
         return ConsumeResult(tracking_id=request.tracking_id, transaction_id=None, attempts=1)
 
 
-def rss_child(input_path: str, journal_path: str) -> None:
-    """In a child process: run the whole input, print the report and peak RSS."""
+def rss_child(input_path: str, journal_path: str, writer: Any) -> None:
+    """In a child process: run the whole input, print the report, its peak RSS and the writer
+    process's (0 for a writer thread)."""
 
     async def main() -> None:
-        async with SqliteJournal(journal_path) as journal:
+        async with SqliteJournal(journal_path, writer=writer) as journal:
             fulfiller = Fulfiller(InstantClient(), journal, concurrency=CONCURRENCY)
             report = await fulfiller.run(read_jsonl(input_path))
         assert report.done == report.total, report.summary()
-        print(report.done, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(report.done, own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
     asyncio.run(main())
 
 
 def memory(directory: Path, lines: int) -> None:
     print("peak RSS of a fulfill process (Fulfiller + SqliteJournal, instant client):")
-    for count in (lines // 10, lines):
-        source, journal = directory / f"rss-{count}.jsonl", directory / f"rss-{count}.journal"
-        write_input(source, count, 100, f"rss{count}")
-        started = time.perf_counter()
-        child = subprocess.run(
-            [sys.executable, __file__, "--rss-child", str(source), str(journal)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        done, peak_kib = (int(value) for value in child.stdout.split())
-        elapsed = time.perf_counter() - started
-        size = source.stat().st_size / 2**20
-        print(
-            f"  {done:>9,} lines ({size:,.0f} MiB input): peak RSS {peak_kib / 1024:,.1f} MiB "
-            f"in {elapsed:,.1f}s ({done / elapsed:,.0f}/s)  (target < 100 MiB)",
-            flush=True,
-        )
-        for path in directory.glob(f"rss-{count}*"):
-            path.unlink()
+    for writer in ("thread", "process"):
+        for count in (lines // 10, lines):
+            source = directory / f"rss-{count}.jsonl"
+            journal = directory / f"rss-{count}.journal"
+            write_input(source, count, 100, f"rss{count}")
+            started = time.perf_counter()
+            child = subprocess.run(
+                [sys.executable, __file__, "--rss-child", str(source), str(journal), writer],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            done, peak_kib, writer_kib = (int(value) for value in child.stdout.split())
+            elapsed = time.perf_counter() - started
+            size = source.stat().st_size / 2**20
+            extra = f" + writer process {writer_kib / 1024:,.1f} MiB" if writer_kib else ""
+            print(
+                f"  {writer:<7} {done:>9,} lines ({size:,.0f} MiB input): peak RSS "
+                f"{peak_kib / 1024:,.1f} MiB{extra} in {elapsed:,.1f}s ({done / elapsed:,.0f}/s)"
+                "  (target < 100 MiB)",
+                flush=True,
+            )
+            for path in directory.glob(f"rss-{count}*"):
+                path.unlink()
 
 
 def main() -> None:
@@ -262,7 +268,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (store-async[speed])")
     parser.add_argument("--rss-lines", type=int, default=1_000_000)
-    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)

@@ -557,3 +557,29 @@ async def test_a_process_journal_opened_and_closed_unused_stops_its_writer(path:
     assert journal._process is not None
     await asyncio.wait_for(journal.close(), timeout=30)
     assert journal._process._process.returncode == 0
+
+
+async def test_the_writer_process_keeps_each_rows_beneficiary_when_its_table_starts_afresh(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beneficiaries cross the pipe once, numbered; with room for 3 numbers the table starts
+    afresh several times, within frames and between them: every row still has its own user."""
+    from store_async.fulfillment import _journal_process
+
+    monkeypatch.setattr(_journal_process, "_IDENTITIES", 3)
+    users = [
+        UserIdentity(identity_value=f"eyJ-{n}", local_ticket_reference=f"u{n}") for n in range(7)
+    ]
+    expected: dict[str, UserIdentity] = {}
+    async with SqliteJournal(path, writer="process") as journal:
+        await journal.begin_run()
+        for batch in range(4):  # each batch one frame; users come back across frames
+            claims = []
+            for n in range(6):
+                key, user = f"k{batch}-{n}", users[(batch * 2 + n) % 7]
+                expected[key] = user
+                claims.append(journal.claim(by_item(key, f"i-{key}", user=user)))
+            assert {(await claim).outcome for claim in claims} == {ClaimOutcome.SEND}
+    with JournalReader(path) as reader:
+        journaled = {row.key: row.request.beneficiary for row in reader.rows()}
+    assert journaled == expected

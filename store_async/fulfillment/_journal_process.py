@@ -20,10 +20,12 @@ processes are gone: a second fulfill cannot start while a dying one's writer sti
 
 Wire format, both ways: frames of a 4-byte little-endian length and one JSON array.
 
-- To the writer: ``[claims, marks, waiters]``; a claim is ``[key, line, caller_tracking_id,
-  identity_type, identity_value, local_ticket_reference, item_id, tracking_id, product_id,
+- To the writer: ``[claims, marks, waiters, definitions, forget_below]``; a claim is ``[key,
+  line, caller_tracking_id, beneficiary number, item_id, tracking_id, product_id,
   transaction_id, remove_quantity, include_order_ids, sandbox_id]``, a mark ``[kind, *row]``
-  (the rows of ``done_row``/``error_row``), a waiter ``[kind, payload]``.
+  (the rows of ``done_row``/``error_row``), a waiter ``[kind, payload]``, a definition
+  ``[number, identity_type, identity_value, local_ticket_reference]`` (each beneficiary
+  crosses once; numbers below ``forget_below`` are dropped after the frame's claims).
 - From the writer, after each commit: ``[frames, claim answers, waiter answers, commits]``
   (a claim answer is ``null`` for "send it as it is", else ``[outcome, detail,
   idempotency_key, failure]``), or ``[-1, message]`` when the journal cannot be written (the
@@ -57,17 +59,14 @@ _BUSY: Final = 8  # as in SqliteJournal: operations in one commit from which com
 _IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
 
 
-def _claim_row(fulfillment: Fulfillment) -> bytes:
+def _claim_row(fulfillment: Fulfillment, identity: int) -> bytes:
     request = fulfillment.request
-    beneficiary = request.beneficiary
     return orjson.dumps(
         (
             fulfillment.key,
             fulfillment.line,
             fulfillment.caller_tracking_id,
-            beneficiary.identity_type,
-            beneficiary.identity_value,
-            beneficiary.local_ticket_reference,
+            identity,
             request.item_id,
             request.tracking_id,
             request.product_id,
@@ -147,6 +146,13 @@ class ProcessWriter:
         self._on_marks = on_marks
         self._on_broken = on_broken
         self._claims: list[bytes] = []
+        # Each beneficiary (a Store ID key: a kilobyte or more) crosses the pipe once, as a
+        # numbered definition; claims name its number. Numbers are never reused; when the
+        # table is full it starts afresh and the writer forgets the numbers below.
+        self._identities: dict[Any, int] = {}
+        self._definitions: list[bytes] = []
+        self._next_identity = 1
+        self._forget_below = 0
         self._claimed: list[tuple[Fulfillment, asyncio.Future[Claim]]] = []
         self._marks: list[bytes] = []
         self._waiters: list[bytes] = []
@@ -168,9 +174,30 @@ class ProcessWriter:
 
     def claim(self, fulfillment: Fulfillment, future: asyncio.Future[Claim]) -> None:
         """Queue a claim. Raises ``orjson.JSONEncodeError`` (a string that is not UTF-8)."""
-        self._claims.append(_claim_row(fulfillment))
+        beneficiary = fulfillment.request.beneficiary
+        identity = self._identities.get(beneficiary)
+        if identity is None:
+            identity = self._define(beneficiary)
+        self._claims.append(_claim_row(fulfillment, identity))
         self._claimed.append((fulfillment, future))
         self._ship_soon()
+
+    def _define(self, beneficiary: Any) -> int:
+        definition = orjson.dumps(
+            (
+                self._next_identity,
+                beneficiary.identity_type,
+                beneficiary.identity_value,
+                beneficiary.local_ticket_reference,
+            )
+        )
+        if len(self._identities) >= _IDENTITIES:
+            self._identities.clear()
+            self._forget_below = self._next_identity  # after this frame's claims are read
+        identity = self._identities[beneficiary] = self._next_identity
+        self._next_identity += 1
+        self._definitions.append(definition)
+        return identity
 
     def mark(self, kind: int, row: tuple[Any, ...]) -> None:
         self._marks.append(orjson.dumps((kind, *row)))
@@ -203,12 +230,15 @@ class ProcessWriter:
                 b",".join(self._marks),
                 b"],[",
                 b",".join(self._waiters),
-                b"]]",
+                b"],[",
+                b",".join(self._definitions),
+                b"],%d]" % self._forget_below,
             )
         )
         self._frames.append(_Frame(self._claimed, self._waiting, len(self._marks)))
         self._claims, self._claimed, self._marks = [], [], []
-        self._waiters, self._waiting = [], []
+        self._waiters, self._waiting, self._definitions = [], [], []
+        self._forget_below = 0
         self._out += _LENGTH.pack(len(frame))
         self._out += frame
         self._write()
@@ -394,7 +424,7 @@ def main() -> None:
             while frames and (not group or claims + len(frames[0][0]) <= max_batch):
                 claims += len(frames[0][0])
                 group.append(frames.pop(0))
-            fulfillments = [decoder.fulfillment(row) for frame in group for row in frame[0]]
+            fulfillments = [claim for frame in group for claim in decoder.claims(frame)]
             marks = [tuple(mark[1:]) for frame in group for mark in frame[1]]
             kinds = [KINDS[mark[0]] for frame in group for mark in frame[1]]
             waiters = [decoder.waiter(*waiter) for frame in group for waiter in frame[2]]
@@ -451,7 +481,20 @@ class _Decoder:
 
         self._request, self._identity = ConsumeRequest, UserIdentity
         self._identities: dict[tuple[str, str, str], Any] = {}
+        self._numbered: dict[int, Any] = {}
         self.pid: int | None = None
+
+    def claims(self, frame: list[Any]) -> list[Fulfillment]:
+        """The claims of one frame, after its beneficiary definitions; then forget the numbers
+        the parent dropped."""
+        claims, _, _, definitions, forget_below = frame
+        numbered = self._numbered
+        for number, identity_type, value, ticket in definitions:
+            numbered[number] = self.identity(identity_type, value, ticket)
+        fulfillments = [self.fulfillment(row) for row in claims]
+        if forget_below:
+            self._numbered = {n: i for n, i in numbered.items() if n >= forget_below}
+        return fulfillments
 
     def identity(self, identity_type: str, value: str, ticket: str) -> Any:
         found = self._identities.get((identity_type, value, ticket))
@@ -464,10 +507,10 @@ class _Decoder:
         return found
 
     def fulfillment(self, row: list[Any]) -> Fulfillment:
-        (key, line, caller, identity_type, value, ticket, *fields) = row
+        (key, line, caller, identity, *fields) = row
         item_id, tracking_id, product_id, transaction_id, quantity, include, sandbox = fields
         request = self._request(
-            beneficiary=self.identity(identity_type, value, ticket),
+            beneficiary=self._numbered[identity],
             item_id=item_id,
             tracking_id=tracking_id,
             product_id=product_id,
