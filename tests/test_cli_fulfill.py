@@ -189,13 +189,16 @@ def assert_rows_applied_once(
     assert balances == {pair: 1_000_000 - units for pair, units in consumed.items()}
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_a_clean_file_is_fulfilled_and_a_rerun_sends_nothing(
-    emulator: EmulatorThread, tmp_path: Path
+    emulator: EmulatorThread, tmp_path: Path, writer: str
 ) -> None:
     source, journal, report = tmp_path / "in.jsonl", tmp_path / "journal", tmp_path / "report.json"
     write_input(source, 300)
     first = subprocess.run(
-        fulfill_command(emulator, source, journal, "--report", str(report)),
+        fulfill_command(
+            emulator, source, journal, "--report", str(report), "--journal-writer", writer
+        ),
         capture_output=True,
         text=True,
         timeout=300,

@@ -538,3 +538,48 @@ async def test_the_writer_process_records_the_fulfillers_pid_and_commits_before_
 def test_an_unknown_writer_is_refused(path: Path) -> None:
     with pytest.raises(JournalError, match="writer must be 'thread' or 'process', not 'fork'"):
         SqliteJournal(path, writer="fork")  # type: ignore[arg-type]
+
+
+def test_a_writer_process_that_cannot_start_is_a_typed_error_at_open(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded or frozen Python may have no interpreter to start: the journal says so when
+    it is opened (and suggests the thread), and leaves the file unlocked."""
+    monkeypatch.setattr(sys, "executable", str(path.parent / "no-such-python"))
+    with pytest.raises(JournalError, match=r"cannot start the writer process .*writer='thread'"):
+        SqliteJournal(path, writer="process")
+    monkeypatch.undo()
+    asyncio.run(SqliteJournal(path, writer="process").close())  # the lock was released
+
+
+async def test_a_process_journal_opened_and_closed_unused_stops_its_writer(path: Path) -> None:
+    journal = SqliteJournal(path, writer="process")
+    assert journal._process is not None
+    await asyncio.wait_for(journal.close(), timeout=30)
+    assert journal._process._process.returncode == 0
+
+
+async def test_the_writer_process_keeps_each_rows_beneficiary_when_its_table_starts_afresh(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beneficiaries cross the pipe once, numbered; with room for 3 numbers the table starts
+    afresh several times, within frames and between them: every row still has its own user."""
+    from store_async.fulfillment import _journal_process
+
+    monkeypatch.setattr(_journal_process, "_IDENTITIES", 3)
+    users = [
+        UserIdentity(identity_value=f"eyJ-{n}", local_ticket_reference=f"u{n}") for n in range(7)
+    ]
+    expected: dict[str, UserIdentity] = {}
+    async with SqliteJournal(path, writer="process") as journal:
+        await journal.begin_run()
+        for batch in range(4):  # each batch one frame; users come back across frames
+            claims = []
+            for n in range(6):
+                key, user = f"k{batch}-{n}", users[(batch * 2 + n) % 7]
+                expected[key] = user
+                claims.append(journal.claim(by_item(key, f"i-{key}", user=user)))
+            assert {(await claim).outcome for claim in claims} == {ClaimOutcome.SEND}
+    with JournalReader(path) as reader:
+        journaled = {row.key: row.request.beneficiary for row in reader.rows()}
+    assert journaled == expected

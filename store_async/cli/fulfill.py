@@ -129,6 +129,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="full",
         help="journal durability: full survives power loss (default), normal only crashes",
     )
+    parser.add_argument(
+        "--journal-writer",
+        choices=("process", "thread"),
+        default="process",
+        help="who writes a SQLite journal: a process of its own, off this process's GIL "
+        "(default), or a thread of this process",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # -- fleet (PostgreSQL journal) options: their own block.
     parser.add_argument(
@@ -252,7 +259,7 @@ async def _fulfill(
 
     async with contextlib.AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
-            SqliteJournal(args.journal, synchronous=args.sync)
+            SqliteJournal(args.journal, synchronous=args.sync, writer=args.journal_writer)
         )
         credential = _credential(args)
         stack.push_async_callback(credential.close)

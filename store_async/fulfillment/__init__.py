@@ -14,27 +14,60 @@ failed. Running again with the same input skips done rows and resends pending on
 original tracking ids; a key never gets a second tracking id.
 """
 
-from store_async.fulfillment.fleet import FleetReport, FleetStats, FleetWorker
-from store_async.fulfillment.fulfiller import ConsumeClient, Fulfiller, Item
-from store_async.fulfillment.journal import (
-    Claim,
-    ClaimOutcome,
-    FailureInfo,
-    Fulfillment,
-    Journal,
-    JournalError,
-    RowState,
-)
-from store_async.fulfillment.postgres_journal import PostgresJournal
-from store_async.fulfillment.report import (
-    ExitCode,
-    FailedRow,
-    FulfillmentReport,
-    FulfillmentStats,
-)
-from store_async.fulfillment.source import LineError, iter_jsonl, parse_line, read_jsonl
-from store_async.fulfillment.sqlite_journal import SqliteJournal
-from store_async.fulfillment.sqlite_reader import JournalReader, JournalRow
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (as in the package root): a process that needs one module,
+# such as the journal's writer process, does not pay for the fleet's or the PostgreSQL's.
+_ORIGINS = {
+    "Claim": "journal",
+    "ClaimOutcome": "journal",
+    "ConsumeClient": "fulfiller",
+    "ExitCode": "report",
+    "FailedRow": "report",
+    "FailureInfo": "journal",
+    "FleetReport": "fleet",
+    "FleetStats": "fleet",
+    "FleetWorker": "fleet",
+    "Fulfiller": "fulfiller",
+    "Fulfillment": "journal",
+    "FulfillmentReport": "report",
+    "FulfillmentStats": "report",
+    "Item": "fulfiller",
+    "Journal": "journal",
+    "JournalError": "journal",
+    "JournalReader": "sqlite_reader",
+    "JournalRow": "sqlite_reader",
+    "LineError": "source",
+    "PostgresJournal": "postgres_journal",
+    "RowState": "journal",
+    "SqliteJournal": "sqlite_journal",
+    "iter_jsonl": "source",
+    "parse_line": "source",
+    "read_jsonl": "source",
+}
+
+if TYPE_CHECKING:
+    from store_async.fulfillment.fleet import FleetReport, FleetStats, FleetWorker
+    from store_async.fulfillment.fulfiller import ConsumeClient, Fulfiller, Item
+    from store_async.fulfillment.journal import (
+        Claim,
+        ClaimOutcome,
+        FailureInfo,
+        Fulfillment,
+        Journal,
+        JournalError,
+        RowState,
+    )
+    from store_async.fulfillment.postgres_journal import PostgresJournal
+    from store_async.fulfillment.report import (
+        ExitCode,
+        FailedRow,
+        FulfillmentReport,
+        FulfillmentStats,
+    )
+    from store_async.fulfillment.source import LineError, iter_jsonl, parse_line, read_jsonl
+    from store_async.fulfillment.sqlite_journal import SqliteJournal
+    from store_async.fulfillment.sqlite_reader import JournalReader, JournalRow
 
 __all__ = [
     "Claim",
@@ -63,3 +96,18 @@ __all__ = [
     "parse_line",
     "read_jsonl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    origin = _ORIGINS.get(name)
+    if origin is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{origin}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -20,10 +20,12 @@ processes are gone: a second fulfill cannot start while a dying one's writer sti
 
 Wire format, both ways: frames of a 4-byte little-endian length and one JSON array.
 
-- To the writer: ``[claims, marks, waiters]``; a claim is ``[key, line, caller_tracking_id,
-  identity_type, identity_value, local_ticket_reference, item_id, tracking_id, product_id,
+- To the writer: ``[claims, marks, waiters, definitions, forget_below]``; a claim is ``[key,
+  line, caller_tracking_id, beneficiary number, item_id, tracking_id, product_id,
   transaction_id, remove_quantity, include_order_ids, sandbox_id]``, a mark ``[kind, *row]``
-  (the rows of ``done_row``/``error_row``), a waiter ``[kind, payload]``.
+  (the rows of ``done_row``/``error_row``), a waiter ``[kind, payload]``, a definition
+  ``[number, identity_type, identity_value, local_ticket_reference]`` (each beneficiary
+  crosses once; numbers below ``forget_below`` are dropped after the frame's claims).
 - From the writer, after each commit: ``[frames, claim answers, waiter answers, commits]``
   (a claim answer is ``null`` for "send it as it is", else ``[outcome, detail,
   idempotency_key, failure]``), or ``[-1, message]`` when the journal cannot be written (the
@@ -57,17 +59,14 @@ _BUSY: Final = 8  # as in SqliteJournal: operations in one commit from which com
 _IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
 
 
-def _claim_row(fulfillment: Fulfillment) -> bytes:
+def _claim_row(fulfillment: Fulfillment, identity: int) -> bytes:
     request = fulfillment.request
-    beneficiary = request.beneficiary
     return orjson.dumps(
         (
             fulfillment.key,
             fulfillment.line,
             fulfillment.caller_tracking_id,
-            beneficiary.identity_type,
-            beneficiary.identity_value,
-            beneficiary.local_ticket_reference,
+            identity,
             request.item_id,
             request.tracking_id,
             request.product_id,
@@ -110,7 +109,6 @@ class ProcessWriter:
         commit_interval: float,
         max_batch: int,
         lock_fd: int,
-        loop: asyncio.AbstractEventLoop,
         on_marks: Any,
         on_broken: Any,
     ) -> None:
@@ -120,14 +118,23 @@ class ProcessWriter:
             "from store_async.fulfillment._journal_process import main; main()"
         )
         arguments = (path, synchronous, repr(commit_interval), str(max_batch))
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", code, *arguments],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # quiet: the writer reports through its answers
-            pass_fds=(lock_fd,),
-            start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not for us
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code, *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # quiet: the writer reports through its answers
+                pass_fds=(lock_fd,),
+                start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not us
+            )
+        except OSError as error:  # no usable interpreter (an embedded or frozen Python)
+            from store_async.fulfillment.journal import JournalError
+
+            raise JournalError(
+                f"cannot start the writer process of journal {path} "
+                f"({sys.executable or 'no sys.executable'}: {error.strerror}); "
+                "use writer='thread'"
+            ) from None
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         self._out_fd = self._process.stdin.fileno()
@@ -135,10 +142,17 @@ class ProcessWriter:
         os.set_blocking(self._out_fd, False)
         os.set_blocking(self._in_fd, False)
         self._path = path
-        self._loop = loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_marks = on_marks
         self._on_broken = on_broken
         self._claims: list[bytes] = []
+        # Each beneficiary (a Store ID key: a kilobyte or more) crosses the pipe once, as a
+        # numbered definition; claims name its number. Numbers are never reused; when the
+        # table is full it starts afresh and the writer forgets the numbers below.
+        self._identities: dict[Any, int] = {}
+        self._definitions: list[bytes] = []
+        self._next_identity = 1
+        self._forget_below = 0
         self._claimed: list[tuple[Fulfillment, asyncio.Future[Claim]]] = []
         self._marks: list[bytes] = []
         self._waiters: list[bytes] = []
@@ -150,15 +164,40 @@ class ProcessWriter:
         self._shipping = False
         self._gone = False
         self.commits = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the writer's answers on ``loop`` (the loop of the journal's first use)."""
+        self._loop = loop
         loop.add_reader(self._in_fd, self._readable)
 
     # -- queueing (event loop) -------------------------------------------------------------------
 
     def claim(self, fulfillment: Fulfillment, future: asyncio.Future[Claim]) -> None:
         """Queue a claim. Raises ``orjson.JSONEncodeError`` (a string that is not UTF-8)."""
-        self._claims.append(_claim_row(fulfillment))
+        beneficiary = fulfillment.request.beneficiary
+        identity = self._identities.get(beneficiary)
+        if identity is None:
+            identity = self._define(beneficiary)
+        self._claims.append(_claim_row(fulfillment, identity))
         self._claimed.append((fulfillment, future))
         self._ship_soon()
+
+    def _define(self, beneficiary: Any) -> int:
+        definition = orjson.dumps(
+            (
+                self._next_identity,
+                beneficiary.identity_type,
+                beneficiary.identity_value,
+                beneficiary.local_ticket_reference,
+            )
+        )
+        if len(self._identities) >= _IDENTITIES:
+            self._identities.clear()
+            self._forget_below = self._next_identity  # after this frame's claims are read
+        identity = self._identities[beneficiary] = self._next_identity
+        self._next_identity += 1
+        self._definitions.append(definition)
+        return identity
 
     def mark(self, kind: int, row: tuple[Any, ...]) -> None:
         self._marks.append(orjson.dumps((kind, *row)))
@@ -175,6 +214,7 @@ class ProcessWriter:
     def _ship_soon(self) -> None:
         if not self._shipping:
             self._shipping = True
+            assert self._loop is not None  # attached by the journal's first use
             self._loop.call_soon(self._ship)
 
     def _ship(self) -> None:
@@ -190,12 +230,15 @@ class ProcessWriter:
                 b",".join(self._marks),
                 b"],[",
                 b",".join(self._waiters),
-                b"]]",
+                b"],[",
+                b",".join(self._definitions),
+                b"],%d]" % self._forget_below,
             )
         )
         self._frames.append(_Frame(self._claimed, self._waiting, len(self._marks)))
         self._claims, self._claimed, self._marks = [], [], []
-        self._waiters, self._waiting = [], []
+        self._waiters, self._waiting, self._definitions = [], [], []
+        self._forget_below = 0
         self._out += _LENGTH.pack(len(frame))
         self._out += frame
         self._write()
@@ -209,6 +252,7 @@ class ProcessWriter:
             self._out.clear()
             written = 0
         del self._out[:written]
+        assert self._loop is not None
         if self._out and not self._writing:
             self._writing = True
             self._loop.add_writer(self._out_fd, self._write)
@@ -293,6 +337,8 @@ class ProcessWriter:
     def _stop_reading(self) -> None:
         if not self._gone:
             self._gone = True
+            if self._loop is None:
+                return
             self._loop.remove_reader(self._in_fd)
             if self._writing:
                 self._writing = False
@@ -378,7 +424,7 @@ def main() -> None:
             while frames and (not group or claims + len(frames[0][0]) <= max_batch):
                 claims += len(frames[0][0])
                 group.append(frames.pop(0))
-            fulfillments = [decoder.fulfillment(row) for frame in group for row in frame[0]]
+            fulfillments = [claim for frame in group for claim in decoder.claims(frame)]
             marks = [tuple(mark[1:]) for frame in group for mark in frame[1]]
             kinds = [KINDS[mark[0]] for frame in group for mark in frame[1]]
             waiters = [decoder.waiter(*waiter) for frame in group for waiter in frame[2]]
@@ -435,7 +481,20 @@ class _Decoder:
 
         self._request, self._identity = ConsumeRequest, UserIdentity
         self._identities: dict[tuple[str, str, str], Any] = {}
+        self._numbered: dict[int, Any] = {}
         self.pid: int | None = None
+
+    def claims(self, frame: list[Any]) -> list[Fulfillment]:
+        """The claims of one frame, after its beneficiary definitions; then forget the numbers
+        the parent dropped."""
+        claims, _, _, definitions, forget_below = frame
+        numbered = self._numbered
+        for number, identity_type, value, ticket in definitions:
+            numbered[number] = self.identity(identity_type, value, ticket)
+        fulfillments = [self.fulfillment(row) for row in claims]
+        if forget_below:
+            self._numbered = {n: i for n, i in numbered.items() if n >= forget_below}
+        return fulfillments
 
     def identity(self, identity_type: str, value: str, ticket: str) -> Any:
         found = self._identities.get((identity_type, value, ticket))
@@ -448,10 +507,10 @@ class _Decoder:
         return found
 
     def fulfillment(self, row: list[Any]) -> Fulfillment:
-        (key, line, caller, identity_type, value, ticket, *fields) = row
+        (key, line, caller, identity, *fields) = row
         item_id, tracking_id, product_id, transaction_id, quantity, include, sandbox = fields
         request = self._request(
-            beneficiary=self.identity(identity_type, value, ticket),
+            beneficiary=self._numbered[identity],
             item_id=item_id,
             tracking_id=tracking_id,
             product_id=product_id,

@@ -135,11 +135,27 @@ class SqliteJournal:
         self._waiters: list[tuple[int, Any, asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._started = False  # the writer (thread, or the process's answers) is running
         self._broken: str | None = None  # why the journal failed; each waiter gets its own error
         self._closed = False
         self._lazy_marks = 0  # marks queued but not yet committed (event-loop thread only)
         self._commits = 0
         self._store = JournalStore(self._connection)  # writer-thread state
+        if writer == "process":
+            try:
+                self._process = ProcessWriter(
+                    self.path,
+                    synchronous=synchronous,
+                    commit_interval=commit_interval,
+                    max_batch=max_batch,
+                    lock_fd=self._lock_fd,
+                    on_marks=self._marks_committed,
+                    on_broken=self._writer_broken,
+                )
+            except BaseException:
+                self._connection.close()
+                os.close(self._lock_fd)
+                raise
 
     def __repr__(self) -> str:
         return f"SqliteJournal({self.path!r})"
@@ -167,7 +183,7 @@ class SqliteJournal:
         return int(await future)
 
     def claim(self, fulfillment: Fulfillment) -> Awaitable[Claim]:
-        loop = self._loop if self._loop is not None and self._thread is not None else self._start()
+        loop = self._loop if self._started and self._loop is not None else self._start()
         future: asyncio.Future[Claim] = loop.create_future()
         if self._closed or self._broken is not None:
             self._refuse(future)
@@ -208,7 +224,7 @@ class SqliteJournal:
         return self._submit_waiting(_KEY, (old, new_value))
 
     async def flush(self) -> None:
-        if self._thread is None and self._broken is None:
+        if not self._started and self._broken is None:
             return  # nothing was ever queued
         await self._submit_waiting(_FLUSH, None)
 
@@ -218,15 +234,15 @@ class SqliteJournal:
             return
         self._closed = True  # refuse new work from here on
         try:
-            if self._thread is not None:
+            if self._started:
                 assert self._loop is not None
                 done: asyncio.Future[Any] = self._loop.create_future()
                 self._put_waiter((_CLOSE, None, done))
                 await done
-                if self._process is not None:
-                    await self._process.wait_closed()
-                else:
-                    await asyncio.to_thread(self._thread.join)
+            if self._process is not None:
+                await self._process.wait_closed()
+            elif self._thread is not None:
+                await asyncio.to_thread(self._thread.join)
         finally:
             self._connection.close()
             os.close(self._lock_fd)  # after the connection: closing an fd drops POSIX locks
@@ -235,24 +251,16 @@ class SqliteJournal:
 
     def _start(self) -> asyncio.AbstractEventLoop:
         self._loop = loop = asyncio.get_running_loop()
-        if not self._closed and self._writer_kind == "process":
-            self._process = ProcessWriter(
-                self.path,
-                synchronous=self._synchronous,
-                commit_interval=self._commit_interval,
-                max_batch=self._max_batch,
-                lock_fd=self._lock_fd,
-                loop=loop,
-                on_marks=self._marks_committed,
-                on_broken=self._writer_broken,
-            )
-            # "Started", for the callers' checks: the writer is the process, not a thread.
-            self._thread = threading.current_thread()
-        elif not self._closed:
+        if self._closed:
+            return loop
+        if self._process is not None:
+            self._process.attach(loop)
+        else:
             self._thread = threading.Thread(
                 target=self._writer, name=f"store_async journal {self.path}", daemon=True
             )
             self._thread.start()
+        self._started = True
         return loop
 
     def _refuse(self, future: asyncio.Future[Any]) -> None:
@@ -290,7 +298,7 @@ class SqliteJournal:
                 self._wake.notify()
 
     def _submit_waiting(self, kind: int, payload: object) -> asyncio.Future[Any]:
-        loop = self._loop if self._loop is not None and self._thread is not None else self._start()
+        loop = self._loop if self._started and self._loop is not None else self._start()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed or self._broken is not None:
             self._refuse(future)
@@ -303,7 +311,7 @@ class SqliteJournal:
             return  # the row stays pending; claims and flush report the failure
         if self._closed:
             raise JournalError(f"journal {self.path} is closed")
-        if self._thread is None:
+        if not self._started:
             self._start()
         self._lazy_marks += 1
         if self._process is not None:
