@@ -289,15 +289,18 @@ class ProcessWriter:
 
     def _settle(self, frames: int, claims: list[Any], waiters: list[Any], commits: int) -> None:
         self.commits = commits
-        claim_answers, waiter_answers = iter(claims), iter(waiters)
-        marks = 0
+        marks = claimed = waited = 0
         for _ in range(frames):
             frame = self._frames.popleft()
             marks += frame.marks
-            for (fulfillment, future), answer in zip(frame.claims, claim_answers, strict=False):
+            answers = claims[claimed : claimed + len(frame.claims)]
+            claimed += len(frame.claims)
+            for (fulfillment, future), answer in zip(frame.claims, answers, strict=True):
                 if not future.cancelled():
                     future.set_result(_claim(fulfillment, answer))
-            for (_, future), value in zip(frame.waiters, waiter_answers, strict=False):
+            values = waiters[waited : waited + len(frame.waiters)]
+            waited += len(frame.waiters)
+            for (_, future), value in zip(frame.waiters, values, strict=True):
                 if not future.cancelled():
                     future.set_result(value)
         self._on_marks(marks)

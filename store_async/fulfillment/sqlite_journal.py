@@ -70,7 +70,7 @@ from store_async.fulfillment._sqlite_store import (
 from store_async.fulfillment.journal import Claim, Fulfillment, JournalError
 from store_async.models import ConsumeResult, UserIdentity
 
-__all__ = ["KINDS", "SqliteJournal", "Writer"]
+__all__ = ["SqliteJournal", "Writer"]
 
 Writer = Literal["thread", "process"]
 
