@@ -524,10 +524,11 @@ async def test_the_writer_process_records_the_fulfillers_pid_and_commits_before_
     """The runs table names the fulfilling process, not the writer; a claim's answer means its
     row is already readable by another connection (committed)."""
     async with SqliteJournal(path, writer="process") as journal:
+        assert journal.commits == 1  # entering waited for the writer to answer (started)
         await journal.begin_run()
         await journal.claim(by_item("k1"))
         assert read_row(path, "k1").state is RowState.PENDING
-        assert journal.commits == 2
+        assert journal.commits == 3
     connection = sqlite3.connect(path)
     try:
         assert connection.execute("SELECT pid FROM runs").fetchall() == [(os.getpid(),)]
