@@ -89,6 +89,13 @@ class SqliteJournal:
     Opening checks the file at once and raises :class:`JournalError` if it is not a journal, is
     of a newer schema, or is in use by another process. Use it as an async context manager, or
     call :meth:`close`.
+
+    :param synchronous: ``"full"`` (default: an intent survives power loss) or ``"normal"``
+        (a process crash only); see the module docstring.
+    :param commit_interval: under load, seconds between commits at least (default 20 ms).
+    :param writer: ``"thread"`` (default): a thread of this process writes; ``"process"``: a
+        process of its own, off this process's GIL (faster under load; started at once, ~0.2 s,
+        and a :class:`JournalError` if no interpreter can be started).
     """
 
     def __init__(
