@@ -157,7 +157,10 @@ def _prepare(
             # row survives power loss, not only a process crash; see SqliteJournal.
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            connection.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache
+            # 8 MiB of page cache: a run touches the recent pages (claims, and their marks
+            # ~1,000 rows later); the operating system caches the rest. At 32 MiB a
+            # 1,000,000-line run grew the writer by 20 MiB for no measurable speed.
+            connection.execute("PRAGMA cache_size = -8192")
     except sqlite3.DatabaseError as error:
         raise JournalError(f"{name} is not a usable store_async journal: {error}") from None
 
