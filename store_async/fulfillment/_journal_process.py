@@ -43,11 +43,20 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
-from store_async.fulfillment.journal import Claim, ClaimOutcome, FailureInfo, Fulfillment
+from store_async.fulfillment._schema import connect
+from store_async.fulfillment._sqlite_store import JournalStore, _with_idempotency_key
+from store_async.fulfillment.journal import (
+    Claim,
+    ClaimOutcome,
+    FailureInfo,
+    Fulfillment,
+    JournalError,
+)
 
 __all__ = ["ProcessWriter", "main"]
 
@@ -96,7 +105,7 @@ class _Frame:
 
 
 class ProcessWriter:
-    """The event-loop side: queue operations, ship one frame per loop turn, settle the answers.
+    """The event-loop side: queue operations, ship them in frames, settle the answers.
 
     ``on_marks`` is told how many marks each answered frame carried; ``on_broken`` gets the
     reason once the journal cannot be written (the caller then refuses new work).
@@ -110,8 +119,8 @@ class ProcessWriter:
         commit_interval: float,
         max_batch: int,
         lock_fd: int,
-        on_marks: Any,
-        on_broken: Any,
+        on_marks: Callable[[int], None],
+        on_broken: Callable[[str], None],
     ) -> None:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         code = (
@@ -129,8 +138,6 @@ class ProcessWriter:
                 start_new_session=True,  # the terminal's Ctrl-C is for the fulfiller, not us
             )
         except OSError as error:  # no usable interpreter (an embedded or frozen Python)
-            from store_async.fulfillment.journal import JournalError
-
             raise JournalError(
                 f"cannot start the writer process of journal {path} "
                 f"({sys.executable or 'no sys.executable'}: {error.strerror}); "
@@ -323,8 +330,6 @@ class ProcessWriter:
         """Fail every operation sent and queued; later ones are refused by the journal."""
         self._on_broken(reason)
         self._stop_reading()
-        from store_async.fulfillment.journal import JournalError
-
         pending = [*self._frames, _Frame(self._claimed, self._waiting, len(self._marks))]
         self._frames.clear()
         self._claims, self._claimed, self._marks, self._waiters, self._waiting = [], [], [], [], []
@@ -380,8 +385,6 @@ def _claim(fulfillment: Fulfillment, answer: Any) -> Claim:
     if answer is None:
         return Claim(outcome=ClaimOutcome.SEND, request=request)
     outcome, detail, idempotency_key, failure = answer
-    from store_async.fulfillment._sqlite_store import _with_idempotency_key
-
     return Claim(
         outcome=ClaimOutcome(outcome),
         request=_with_idempotency_key(request, idempotency_key) if idempotency_key else None,
@@ -414,9 +417,7 @@ def main() -> None:
         with contextlib.suppress(BrokenPipeError):
             _write_all(out, _LENGTH.pack(len(data)) + data)
 
-    from store_async.fulfillment._schema import connect
-    from store_async.fulfillment._sqlite_store import JournalStore
-    from store_async.fulfillment.journal import JournalError
+    # Here, not at the top: sqlite_journal imports this module.
     from store_async.fulfillment.sqlite_journal import KINDS, apply_batch
 
     try:
