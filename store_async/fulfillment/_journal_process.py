@@ -58,14 +58,15 @@ from store_async.fulfillment.journal import (
     JournalError,
 )
 
-__all__ = ["ProcessWriter", "main"]
+__all__ = ["BUSY", "CLOSE", "FLUSH", "KEY", "RUN", "ProcessWriter", "main"]
 
 _LENGTH: Final = struct.Struct("<I")
 _READ: Final = 1 << 20
-# The waiter kinds, as SqliteJournal numbers them.
-_FLUSH, _RUN, _CLOSE, _KEY = range(4)
+# Operations that wait for their commit besides claims (rare: one per run, flush, close or
+# renewed Store ID key), for both writers.
+FLUSH, RUN, CLOSE, KEY = range(4)
 _SHIP_GAP: Final = 0.002  # seconds between frames at least, under load (see _ship_soon)
-_BUSY: Final = 8  # as in SqliteJournal: operations in one commit from which commits are spaced
+BUSY: Final = 8  # operations in one commit from which a writer spaces its commits, both writers
 _IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
 
 
@@ -336,7 +337,7 @@ class ProcessWriter:
         for frame in pending:
             futures = [future for _, future in frame.claims]
             for kind, future in frame.waiters:
-                if kind == _CLOSE:
+                if kind == CLOSE:
                     if not future.done():
                         future.set_result(None)
                 else:
@@ -433,7 +434,7 @@ def main() -> None:
         if not frames:
             break  # the fulfilling process is gone and everything it sent is committed
         pause = last_commit + gap - time.monotonic()
-        if pause > 0 and last_size >= _BUSY and not any(frame[2] for frame in frames):
+        if pause > 0 and last_size >= BUSY and not any(frame[2] for frame in frames):
             time.sleep(pause)  # under load: fuller commits (see SqliteJournal)
             frames += reader.frames(block=False)
         while frames:
@@ -446,7 +447,7 @@ def main() -> None:
             marks = [tuple(mark[1:]) for frame in group for mark in frame[1]]
             kinds = [KINDS[mark[0]] for frame in group for mark in frame[1]]
             waiters = [decoder.waiter(*waiter) for frame in group for waiter in frame[2]]
-            running = running and all(kind != _CLOSE for kind, _ in waiters)
+            running = running and all(kind != CLOSE for kind, _ in waiters)
             try:
                 values = apply_batch(
                     connection, store, fulfillments, marks, kinds, waiters, decoder.pid
@@ -540,10 +541,10 @@ class _Decoder:
         return Fulfillment(key=key, request=request, line=line, caller_tracking_id=caller)
 
     def waiter(self, kind: int, payload: Any) -> tuple[int, Any]:
-        if kind == _RUN:  # (retry_failed, the fulfilling process's pid, for the runs table)
+        if kind == RUN:  # (retry_failed, the fulfilling process's pid, for the runs table)
             retry_failed, self.pid = payload
             return kind, retry_failed
-        if kind == _KEY:
+        if kind == KEY:
             identity_type, value, ticket, new_value = payload
             return kind, (self.identity(identity_type, value, ticket), new_value)
         return kind, payload

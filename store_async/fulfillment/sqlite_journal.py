@@ -57,7 +57,14 @@ from typing import Any, Literal
 import orjson
 
 from store_async.errors import StoreError
-from store_async.fulfillment._journal_process import ProcessWriter
+from store_async.fulfillment._journal_process import (
+    BUSY,
+    CLOSE,
+    FLUSH,
+    KEY,
+    RUN,
+    ProcessWriter,
+)
 from store_async.fulfillment._schema import Synchronous, connect
 from store_async.fulfillment._sqlite_store import (
     DONE,
@@ -75,10 +82,6 @@ __all__ = ["SqliteJournal", "Writer"]
 Writer = Literal["thread", "process"]
 
 _LOCK_WAIT = 2.0  # seconds to wait for a writer process finishing its last commit (see _lock)
-_BUSY = 8  # operations in one commit from which the writer spaces its commits (see _writer)
-# Operations that wait for their commit besides claims (rare: one per run, flush, close or
-# renewed Store ID key).
-_FLUSH, _RUN, _CLOSE, _KEY = range(4)
 KINDS: Any = (DONE, FAILED, UNKNOWN)
 """The mark kinds, as the writer process numbers them."""
 
@@ -177,7 +180,7 @@ class SqliteJournal:
         ~0.2 s): the block's first claim then waits for no start-up."""
         if self._process is not None and not self._closed:
             self._start()
-            await self._submit_waiting(_FLUSH, None)
+            await self._submit_waiting(FLUSH, None)
         return self
 
     async def __aexit__(
@@ -191,7 +194,7 @@ class SqliteJournal:
     # -- the Journal protocol -----------------------------------------------------------------
 
     async def begin_run(self, *, retry_failed: bool = False) -> int:
-        future = self._submit_waiting(_RUN, retry_failed)
+        future = self._submit_waiting(RUN, retry_failed)
         return int(await future)
 
     def claim(self, fulfillment: Fulfillment) -> Awaitable[Claim]:
@@ -233,12 +236,12 @@ class SqliteJournal:
         """Put the renewed Store ID key ``new_value`` in place of ``old``'s key for the rows
         that carry it (a pending row is resent with it; an export shows it). Returns how many
         journaled beneficiaries changed (0 or 1); durable once the awaitable completes."""
-        return self._submit_waiting(_KEY, (old, new_value))
+        return self._submit_waiting(KEY, (old, new_value))
 
     async def flush(self) -> None:
         if not self._started and self._broken is None:
             return  # nothing was ever queued
-        await self._submit_waiting(_FLUSH, None)
+        await self._submit_waiting(FLUSH, None)
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer thread and release the file."""
@@ -249,7 +252,7 @@ class SqliteJournal:
             if self._started:
                 assert self._loop is not None
                 done: asyncio.Future[Any] = self._loop.create_future()
-                self._put_waiter((_CLOSE, None, done))
+                self._put_waiter((CLOSE, None, done))
                 await done
             if self._process is not None:
                 await self._process.wait_closed()
@@ -292,7 +295,7 @@ class SqliteJournal:
     def _put_waiter(self, waiter: tuple[int, Any, asyncio.Future[Any]]) -> None:
         if self._process is not None:
             kind, payload, future = waiter
-            if kind == _KEY:
+            if kind == KEY:
                 old, new_value = payload
                 payload = (
                     old.identity_type,
@@ -300,7 +303,7 @@ class SqliteJournal:
                     old.local_ticket_reference,
                     new_value,
                 )
-            elif kind == _RUN:
+            elif kind == RUN:
                 payload = (payload, os.getpid())
             self._process.wait(kind, payload, future)
             return
@@ -367,9 +370,9 @@ class SqliteJournal:
             # Under load, commits at most every `gap` seconds: each costs an fsync and whole WAL
             # pages, so fewer, fuller commits cost less per row. The Fulfiller claims ahead of
             # its workers, so the wait delays no send; one-at-a-time callers (a last batch of
-            # fewer than _BUSY operations) and flush/close/begin_run never wait.
+            # fewer than BUSY operations) and flush/close/begin_run never wait.
             pause = last_commit + gap - time.monotonic()
-            if pause > 0 and last_size >= _BUSY and not self._waiters:
+            if pause > 0 and last_size >= BUSY and not self._waiters:
                 time.sleep(pause)
             with wake:
                 while not (self._claims or self._waiters or self._marks):
@@ -385,7 +388,7 @@ class SqliteJournal:
                 marks, kinds = self._marks, self._mark_kinds
                 self._marks, self._mark_kinds = [], []
                 waiters, self._waiters = self._waiters, []
-            running = all(waiter[0] != _CLOSE for waiter in waiters)
+            running = all(waiter[0] != CLOSE for waiter in waiters)
             values: list[Any] = []
             if self._broken is None:
                 try:
@@ -403,7 +406,7 @@ class SqliteJournal:
             if self._broken is not None:
                 # Nothing of this batch is committed; fail every waiter (marks have none).
                 values = [JournalError(self._broken) for _ in futures]
-                values += [None if w[0] == _CLOSE else JournalError(self._broken) for w in waiters]
+                values += [None if w[0] == CLOSE else JournalError(self._broken) for w in waiters]
             last_commit = time.monotonic()
             count = len(marks)
             last_size = len(claims) + count
@@ -443,16 +446,16 @@ def apply_batch(
     now = time.time()
     answers: dict[int, Any] = {}
     for index, (kind, payload, *_) in enumerate(waiters):
-        if kind == _RUN:
+        if kind == RUN:
             answers[index] = store.begin_run(payload, pid or os.getpid(), now)
     values: list[Any] = store.claim_all(claims, now) if claims else []
     for index, (kind, payload, *_) in enumerate(waiters):
-        if kind == _KEY:
+        if kind == KEY:
             answers[index] = store.replace_store_id_key(*payload)
     if marks:
         _apply_marks(store, marks, kinds, now)
     connection.execute("COMMIT")
-    # _FLUSH and _CLOSE are barriers, settled now that the batch is committed.
+    # FLUSH and CLOSE are barriers, settled now that the batch is committed.
     values += [answers.get(index) for index in range(len(waiters))]
     return values
 
