@@ -355,6 +355,8 @@ class ProcessWriter:
         self._broken(
             f"journal {self._path} could not be written: its writer process exited"
             + (f" (code {code})" if code is not None else "")
+            + "; what it committed is kept: rerun to resume (a killed writer: see the system "
+            "log, e.g. for the out-of-memory killer)"
         )
 
     def _stop_reading(self) -> None:
