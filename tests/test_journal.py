@@ -584,3 +584,67 @@ async def test_the_writer_process_keeps_each_rows_beneficiary_when_its_table_sta
     with JournalReader(path) as reader:
         journaled = {row.key: row.request.beneficiary for row in reader.rows()}
     assert journaled == expected
+
+
+async def test_both_writers_store_the_same_rows_for_every_form_of_claim(tmp_path: Path) -> None:
+    """The writer process builds its rows straight from the wire (no request objects); the
+    thread builds them from the requests. Every column but the times must come out the same:
+    generated and caller-chosen tracking ids, transaction ids, v8 quantity, sandbox and order
+    ids, a user first met in this batch and one met earlier."""
+    other = UserIdentity(identity_value="eyJ-other", local_ticket_reference="user-2")
+    forms = [
+        by_item("generated", "item-1", line=1),
+        by_item("chosen", "item-2", TRACKING, user=other, line=2),
+        by_transaction("by-transaction", line=3),
+        Fulfillment(
+            key="v8",
+            request=ConsumeRequest.for_quantity(
+                other, "9NCOINS", 5, sandbox_id="XDKS.1", include_order_ids=True
+            ),
+            line=4,
+        ),
+    ]
+    tables = []
+    for writer in ("thread", "process"):
+        path = tmp_path / f"{writer}.journal"
+        async with SqliteJournal(path, writer=writer) as journal:
+            await journal.begin_run()
+            claims = [await journal.claim(fulfillment) for fulfillment in forms[:1]]
+            claims += await asyncio.gather(*(journal.claim(f) for f in forms[1:]))
+            assert [claim.outcome for claim in claims] == [ClaimOutcome.SEND] * len(forms)
+            assert [claim.request for claim in claims] == [f.request for f in forms]
+        with sqlite3.connect(path) as connection:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute(
+                "SELECT f.*, b.identity_type, b.identity_value, b.local_ticket_reference "
+                "FROM fulfillments AS f JOIN beneficiaries AS b ON b.id = f.beneficiary_id "
+                "ORDER BY f.rowid"
+            ).fetchall()
+        # (a sqlite3.Row iterates over its values: keys() is needed)
+        untimed = [{k: row[k] for k in row.keys() if not k.endswith("_at")} for row in rows]  # noqa: SIM118
+        tables.append(untimed)
+    thread, process = tables
+    assert process == thread
+    assert [(row["key"], row["caller_chosen"], row["remove_quantity"]) for row in thread] == [
+        ("generated", 0, None),
+        ("chosen", 1, None),
+        ("by-transaction", 1, None),
+        ("v8", 0, 5),
+    ]
+    assert thread[3]["sandbox_id"] == "XDKS.1"
+    assert thread[3]["include_order_ids"] == 1
+    assert thread[2]["idempotency_key"] == TRANSACTION
+
+
+def test_a_writer_spacing_its_commits_commits_at_once_for_enough_claims_or_a_waiter() -> None:
+    """Under load a writer waits up to commit_interval to fill a commit, but workers wait for
+    their claims: ENOUGH_CLAIMS claims (over any number of frames) or any waiter end the wait."""
+    from store_async.fulfillment._journal_process import ENOUGH_CLAIMS, FLUSH, _commit_now
+
+    def frame(claims: int, waiters: int = 0) -> list[object]:
+        return [[[]] * claims, [], [[FLUSH, None]] * waiters, [], 0]
+
+    assert not _commit_now([frame(ENOUGH_CLAIMS - 1)])
+    assert not _commit_now([frame(200), frame(ENOUGH_CLAIMS - 201)])
+    assert _commit_now([frame(200), frame(ENOUGH_CLAIMS - 200)])
+    assert _commit_now([frame(0), frame(0, waiters=1)])

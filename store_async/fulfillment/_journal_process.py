@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import select
 import struct
@@ -58,7 +59,7 @@ from store_async.fulfillment.journal import (
     JournalError,
 )
 
-__all__ = ["BUSY", "CLOSE", "FLUSH", "KEY", "RUN", "ProcessWriter", "main"]
+__all__ = ["BUSY", "CLOSE", "ENOUGH_CLAIMS", "FLUSH", "KEY", "RUN", "ProcessWriter", "main"]
 
 _LENGTH: Final = struct.Struct("<I")
 _READ: Final = 1 << 20
@@ -67,6 +68,10 @@ _READ: Final = 1 << 20
 FLUSH, RUN, CLOSE, KEY = range(4)
 _SHIP_GAP: Final = 0.002  # seconds between frames at least, under load (see _ship_soon)
 BUSY: Final = 8  # operations in one commit from which a writer spaces its commits, both writers
+# Claims for which a writer spacing its commits commits at once, both writers: workers wait for
+# their claims, so under heavy load the commit interval must not bound throughput. Half of the
+# Fulfiller's DEFAULT_CLAIM_AHEAD: the other half keeps the workers busy during the commit.
+ENOUGH_CLAIMS: Final = 512
 _IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
 
 
@@ -432,28 +437,30 @@ def main() -> None:
     commits, last_commit, last_size = 0, 0.0, 0
     running = True
     while running:
-        frames = reader.frames(block=True)
+        frames = reader.frames(wait=None)
         if not frames:
             break  # the fulfilling process is gone and everything it sent is committed
-        pause = last_commit + gap - time.monotonic()
-        if pause > 0 and last_size >= BUSY and not any(frame[2] for frame in frames):
-            time.sleep(pause)  # under load: fuller commits (see SqliteJournal)
-            frames += reader.frames(block=False)
+        if last_size >= BUSY:  # under load: fuller commits (see SqliteJournal)
+            deadline = last_commit + gap
+            while not _commit_now(frames):
+                left = deadline - time.monotonic()
+                if left <= 0 or reader.eof:
+                    break
+                frames += reader.frames(wait=left)
         while frames:
             group: list[list[Any]] = []
             claims = 0
             while frames and (not group or claims + len(frames[0][0]) <= max_batch):
                 claims += len(frames[0][0])
                 group.append(frames.pop(0))
-            fulfillments = [claim for frame in group for claim in decoder.claims(frame)]
+            rows = [row for frame in group for row in decoder.claims(frame)]
             marks = [tuple(mark[1:]) for frame in group for mark in frame[1]]
             kinds = [KINDS[mark[0]] for frame in group for mark in frame[1]]
             waiters = [decoder.waiter(*waiter) for frame in group for waiter in frame[2]]
             running = running and all(kind != CLOSE for kind, _ in waiters)
             try:
-                values = apply_batch(
-                    connection, store, fulfillments, marks, kinds, waiters, decoder.pid
-                )
+                decide = functools.partial(decoder.decide, store, rows) if rows else None
+                values = apply_batch(connection, store, decide, marks, kinds, waiters, decoder.pid)
             except Exception as error:
                 import sqlite3
 
@@ -463,14 +470,16 @@ def main() -> None:
                 send((-1, f"journal {path} could not be written: {detail}"))
                 return
             commits += 1
-            count = len(fulfillments)
-            answers = [
-                _answer(fulfillment, claim)
-                for fulfillment, claim in zip(fulfillments, values[:count], strict=True)
-            ]
-            send((len(group), answers, values[count:], commits))
+            count = len(rows)
+            send((len(group), values[:count], values[count:], commits))
             last_commit, last_size = time.monotonic(), count + len(marks)
     connection.close()
+
+
+def _commit_now(frames: list[list[Any]]) -> bool:
+    """Whether a writer spacing its commits should stop waiting: a waiter (flush, close, a new
+    run) never waits, and :data:`ENOUGH_CLAIMS` claims are a full commit."""
+    return any(frame[2] for frame in frames) or sum(len(f[0]) for f in frames) >= ENOUGH_CLAIMS
 
 
 def _answer(fulfillment: Fulfillment, claim: Claim) -> Any:
@@ -505,17 +514,62 @@ class _Decoder:
         self._numbered: dict[int, Any] = {}
         self.pid: int | None = None
 
-    def claims(self, frame: list[Any]) -> list[Fulfillment]:
-        """The claims of one frame, after its beneficiary definitions; then forget the numbers
-        the parent dropped."""
-        claims, _, _, definitions, forget_below = frame
+    def claims(self, frame: list[Any]) -> list[list[Any]]:
+        """The claim rows of one frame, each with its beneficiary in place of its number (read
+        after the frame's definitions; then the numbers the parent dropped are forgotten)."""
+        claims: list[list[Any]] = frame[0]
+        definitions, forget_below = frame[3], frame[4]
         numbered = self._numbered
         for number, identity_type, value, ticket in definitions:
             numbered[number] = self.identity(identity_type, value, ticket)
-        fulfillments = [self.fulfillment(row) for row in claims]
+        for row in claims:
+            row[3] = numbered[row[3]]
         if forget_below:
             self._numbered = {n: i for n, i in numbered.items() if n >= forget_below}
-        return fulfillments
+        return claims
+
+    def decide(self, store: JournalStore, rows: list[list[Any]], now: float) -> list[Any]:
+        """The answers to a batch's claims. Fast path (new keys): their rows are built straight
+        from the wire, with no request objects, and every answer is ``None`` (send as it is)."""
+
+        def built(added: list[Any]) -> list[tuple[Any, ...]]:
+            run_id, beneficiary_id = store.run_id, store.beneficiary_id
+            return [
+                (
+                    key,
+                    tracking_id if tracking_id is not None else transaction_id,
+                    caller or transaction_id is not None,
+                    item_id,
+                    product_id,
+                    beneficiary_id(beneficiary, added),
+                    run_id,
+                    line,
+                    now,
+                    now,
+                    quantity,
+                    include,
+                    sandbox,
+                )
+                for (
+                    key,
+                    line,
+                    caller,
+                    beneficiary,
+                    item_id,
+                    tracking_id,
+                    product_id,
+                    transaction_id,
+                    quantity,
+                    include,
+                    sandbox,
+                ) in rows
+            ]
+
+        if store.insert_all(built):
+            return [None] * len(rows)
+        fulfillments = [self.fulfillment(row) for row in rows]
+        claims = store.claim_each(fulfillments, now)
+        return [_answer(f, c) for f, c in zip(fulfillments, claims, strict=True)]
 
     def identity(self, identity_type: str, value: str, ticket: str) -> Any:
         found = self._identities.get((identity_type, value, ticket))
@@ -528,10 +582,10 @@ class _Decoder:
         return found
 
     def fulfillment(self, row: list[Any]) -> Fulfillment:
-        (key, line, caller, identity, *fields) = row
+        (key, line, caller, beneficiary, *fields) = row
         item_id, tracking_id, product_id, transaction_id, quantity, include, sandbox = fields
         request = self._request(
-            beneficiary=self._numbered[identity],
+            beneficiary=beneficiary,
             item_id=item_id,
             tracking_id=tracking_id,
             product_id=product_id,
@@ -556,19 +610,19 @@ class _FrameReader:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = bytearray()
-        self._eof = False
+        self.eof = False
 
-    def frames(self, *, block: bool) -> list[list[Any]]:
-        """The whole frames that arrived; with ``block``, wait for one (``[]``: end of input)."""
+    def frames(self, *, wait: float | None) -> list[list[Any]]:
+        """The whole frames that arrived, waiting up to ``wait`` seconds for one (``None``: as
+        long as it takes); ``[]`` when none came, or at the end of the input (:attr:`eof`)."""
         frames = self._take()
-        while not self._eof:
-            if frames or not block:
-                readable, _, _ = select.select([self._fd], [], [], 0)
-                if not readable:
-                    break
+        while not self.eof:
+            readable, _, _ = select.select([self._fd], [], [], 0 if frames else wait)
+            if not readable:
+                break
             data = os.read(self._fd, _READ)
             if not data:
-                self._eof = True
+                self.eof = True
                 break
             self._buffer += data
             frames += self._take()

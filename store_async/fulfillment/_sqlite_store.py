@@ -1,10 +1,11 @@
 """The SQL of the SQLite journal: claim decisions and outcome marks, on the writer's connection.
 
-Everything here runs in the journal's writer thread, inside the transaction of one batch.
-:class:`SqliteJournal <store_async.fulfillment.SqliteJournal>` owns the thread and the futures.
+Everything here runs in the journal's writer (a thread, or a process of its own), inside the
+transaction of one batch. :class:`SqliteJournal <store_async.fulfillment.SqliteJournal>` owns
+the writer and the futures.
 
-Claims take a fast path: all the claims of a batch are inserted with one ``executemany``
-(``INSERT OR IGNORE``); when every row went in (the usual case: new keys), every claim is a
+Claims take a fast path: all the claims of a batch are inserted by a few multi-row ``INSERT OR
+IGNORE`` statements; when every row went in (the usual case: new keys), every claim is a
 ``SEND``. Otherwise the batch's inserts are rolled back to a savepoint and each claim is decided
 on its own (the key exists, or an idempotency key is taken).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any, Final
 
@@ -219,23 +220,35 @@ class JournalStore:
         return int(changed)
 
     def claim_all(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
-        """Decide claims in input order (see the module docstring).
+        """Decide claims in input order (see the module docstring)."""
+        if self.insert_all(lambda added: [self._row(f, now, added) for f in fulfillments]):
+            return [Claim(outcome=ClaimOutcome.SEND, request=f.request) for f in fulfillments]
+        return self.claim_each(fulfillments, now)
 
-        A Store ID key is stored only for a row that is inserted or resent with a new key: the
-        fast path's beneficiary rows roll back with its inserts when it falls back to the slow
-        path, so reruns (done, duplicate, conflicting lines) add no copies of keys.
+    def insert_all(self, rows: Callable[[list[UserIdentity]], list[tuple[Any, ...]]]) -> bool:
+        """The fast path: insert the rows of all the claims of a batch, or none of them.
+
+        ``rows(added)`` builds the rows (as :meth:`_row` does), noting in ``added`` the
+        beneficiaries it stored. Those go in under the same savepoint, so when a key exists (or
+        an idempotency key is taken) they roll back with the inserts, and reruns (done,
+        duplicate, conflicting lines) add no copies of Store ID keys. ``False``: nothing was
+        inserted; decide each claim with :meth:`claim_each`.
         """
         connection = self._connection
         connection.execute("SAVEPOINT claims")
         added: list[UserIdentity] = []
-        rows = [self._row(fulfillment, now, added) for fulfillment in fulfillments]
-        if self._insert_many(rows) == len(rows):
+        built = rows(added)
+        if self._insert_many(built) == len(built):
             connection.execute("RELEASE claims")
-            return [Claim(outcome=ClaimOutcome.SEND, request=f.request) for f in fulfillments]
+            return True
         connection.execute("ROLLBACK TO claims")
         connection.execute("RELEASE claims")
         for beneficiary in added:  # their rows were rolled back
             self._beneficiaries.pop(beneficiary, None)
+        return False
+
+    def claim_each(self, fulfillments: list[Fulfillment], now: float) -> list[Claim]:
+        """The slow path: decide each claim on its own, in input order."""
         return [self._claim(fulfillment, now) for fulfillment in fulfillments]
 
     def _insert_many(self, rows: list[tuple[Any, ...]]) -> int:
@@ -259,7 +272,7 @@ class JournalStore:
             fulfillment.caller_tracking_id or request.transaction_id is not None,
             request.item_id,
             request.product_id,
-            self._beneficiary_id(request.beneficiary, added),
+            self.beneficiary_id(request.beneficiary, added),
             self.run_id,
             fulfillment.line,
             now,
@@ -269,9 +282,10 @@ class JournalStore:
             request.sandbox_id,
         )
 
-    def _beneficiary_id(
+    def beneficiary_id(
         self, beneficiary: UserIdentity, added: list[UserIdentity] | None = None
     ) -> int:
+        """The row id of ``beneficiary`` (stored now if it is new: noted in ``added``)."""
         found = self._beneficiaries.get(beneficiary)
         if found is not None:
             return found
@@ -350,7 +364,7 @@ class JournalStore:
             if len(self._beneficiaries) < _BENEFICIARY_CACHE:
                 self._beneficiaries[beneficiary] = journaled_id
         else:
-            beneficiary_id = self._beneficiary_id(beneficiary)
+            beneficiary_id = self.beneficiary_id(beneficiary)
         connection.execute(_RESEND, (self.run_id, fulfillment.line, beneficiary_id, now, key))
         return Claim(
             outcome=ClaimOutcome.RESEND, request=_with_idempotency_key(request, journaled_key)
