@@ -197,18 +197,18 @@ async def throughput(directory: Path, lines: int, rounds: int, url: str, concurr
     print(f"{lines:,} fulfillments per run, concurrency {concurrency}, {rounds} rounds:")
     for name in names:
         print(f"  {name:<7} {_spread(rates[name], '/s')}; CPU {_spread(cpu[name], ' µs')}/line")
-    for journal in ("sqlite", "process"):
+    for mine in ("sqlite", "process"):
         for baseline, target in (("memory", 0.90), ("bare", 0.85)):
             ratios = [
-                ours / theirs for ours, theirs in zip(rates[journal], rates[baseline], strict=True)
+                ours / theirs for ours, theirs in zip(rates[mine], rates[baseline], strict=True)
             ]
             verdict = "OK" if statistics.median(ratios) >= target else "BELOW TARGET"
             print(
-                f"  {journal} / {baseline:<7} paired {_spread(ratios)}  "
+                f"  {mine} / {baseline:<7} paired {_spread(ratios)}  "
                 f"(target >= {target}: {verdict})"
             )
-            cost = [ours / theirs for ours, theirs in zip(cpu[journal], cpu[baseline], strict=True)]
-            print(f"    CPU per line, {journal} / {baseline}: paired {_spread(cost)}")
+            cost = [ours / theirs for ours, theirs in zip(cpu[mine], cpu[baseline], strict=True)]
+            print(f"    CPU per line, {mine} / {baseline}: paired {_spread(cost)}")
 
 
 def _cpu() -> float:
@@ -225,17 +225,29 @@ class InstantClient:
         return ConsumeResult(tracking_id=request.tracking_id, transaction_id=None, attempts=1)
 
 
+def _peak_rss_kib(pid: int | str = "self") -> int:
+    """A process's peak RSS (``VmHWM``), in KiB. Not ``ru_maxrss``: Linux carries that across
+    ``exec``, so a child's figure would include its parent's resident pages at ``fork``."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
 def rss_child(input_path: str, journal_path: str, writer: Any) -> None:
     """In a child process: run the whole input, print the report, its peak RSS and the writer
-    process's (0 for a writer thread)."""
+    process's (0 for a writer thread), read before the writer exits."""
 
     async def main() -> None:
         async with SqliteJournal(journal_path, writer=writer) as journal:
             fulfiller = Fulfiller(InstantClient(), journal, concurrency=CONCURRENCY)
             report = await fulfiller.run(read_jsonl(input_path))
+            await journal.flush()
+            process = journal._process  # the writer process, if any (a private attribute)
+            writer_kib = _peak_rss_kib(process._process.pid) if process is not None else 0
         assert report.done == report.total, report.summary()
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(report.done, own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        print(report.done, _peak_rss_kib(), writer_kib)
 
     asyncio.run(main())
 
