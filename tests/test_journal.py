@@ -518,6 +518,43 @@ async def test_a_writer_process_that_dies_fails_every_waiter_with_a_typed_error(
         assert [row.key for row in reader.rows()] == ["k1"]
 
 
+async def test_a_flush_right_after_the_writer_process_died_fails_and_never_passes_for_done(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's end of file can come before its exit code: the journal reports the death
+    once it has the code, without blocking the loop. Marks sent to the dead writer are not
+    committed, so a flush issued in between must fail too, not return as if they were durable."""
+    journal = SqliteJournal(path, writer="process")
+    await journal.begin_run()
+    assert (await journal.claim(by_item("k1"))).outcome is ClaimOutcome.SEND
+    writer = journal._process
+    assert writer is not None
+    reaped = False
+    poll = writer._process.poll
+    monkeypatch.setattr(writer._process, "poll", lambda: poll() if reaped else None)
+    end_of_file = asyncio.Event()
+    exited = writer._exited
+
+    def seen() -> None:
+        exited()
+        end_of_file.set()
+
+    monkeypatch.setattr(writer, "_exited", seen)
+    writer.kill()
+    await asyncio.wait_for(end_of_file.wait(), timeout=30)
+    await journal.mark_done(
+        "k1", ConsumeResult(tracking_id=TRACKING, transaction_id=None, attempts=1)
+    )
+    flush = asyncio.ensure_future(journal.flush())
+    await asyncio.sleep(0)
+    assert not flush.done()  # no answer can come: it waits for the exit report
+    reaped = True
+    with pytest.raises(JournalError, match=r"writer process exited \(code -9\)"):
+        await asyncio.wait_for(flush, timeout=30)
+    await asyncio.wait_for(journal.close(), timeout=30)
+    assert read_row(path, "k1").state is RowState.PENDING
+
+
 async def test_the_writer_process_records_the_fulfillers_pid_and_commits_before_answering(
     path: Path,
 ) -> None:

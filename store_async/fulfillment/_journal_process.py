@@ -72,6 +72,8 @@ BUSY: Final = 8  # operations in one commit from which a writer spaces its commi
 # their claims, so under heavy load the commit interval must not bound throughput. Half of the
 # Fulfiller's DEFAULT_CLAIM_AHEAD: the other half keeps the workers busy during the commit.
 ENOUGH_CLAIMS: Final = 512
+_EXIT_WAIT: Final = 1.0  # seconds a dead writer's exit code is waited for, at most
+_EXIT_POLL: Final = 0.005
 _IDENTITIES: Final = 4096  # Store ID keys the writer keeps decoded (bounded, like the store's)
 
 
@@ -353,10 +355,19 @@ class ProcessWriter:
                     future.exception()  # retrieved: see SqliteJournal._settle
 
     def _exited(self) -> None:
+        """End of file from the writer: it is gone. Its exit code can lag the end of file by a
+        moment; wait for it on the loop's timers (never blocking the loop), 1 s at most. Until
+        then, operations queue as usual; :meth:`_broken` then fails them all."""
+        assert self._loop is not None
+        self._loop.remove_reader(self._in_fd)
+        self._report_exit(self._loop.time() + _EXIT_WAIT)
+
+    def _report_exit(self, until: float) -> None:
         code = self._process.poll()
-        if code is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self._process.wait(1)
+        assert self._loop is not None
+        if code is None and self._loop.time() < until:
+            self._loop.call_later(_EXIT_POLL, self._report_exit, until)
+            return
         self._broken(
             f"journal {self._path} could not be written: its writer process exited"
             + (f" (code {code})" if code is not None else "")
