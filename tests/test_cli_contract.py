@@ -100,6 +100,27 @@ def test_help_still_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "exit codes: 0 done, 1 usage or configuration error, 2 some failed" in out
 
 
+def test_a_command_runs_with_the_collectors_threshold_raised_and_main_restores_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hundreds of calls in flight make CPython's default threshold (700) cost a fifth of the
+    loop: the CLI, an application, raises it while a command runs, then puts it back (main()
+    runs many times in one test process; a library user's process is none of its business)."""
+    import gc
+    import importlib
+
+    from store_async.cli import GC_THRESHOLD
+
+    seen: list[tuple[int, int, int]] = []
+    module = importlib.import_module(COMMANDS["journal"][0])
+    monkeypatch.setattr(module, "run", lambda args: seen.append(gc.get_threshold()) or 0)
+    before = gc.get_threshold()
+    assert before[0] != GC_THRESHOLD
+    assert main(["journal", str(tmp_path / "orders.journal")]) == 0
+    assert seen == [(GC_THRESHOLD, *before[1:])]
+    assert gc.get_threshold() == before
+
+
 # -- --version ----------------------------------------------------------------------------------
 
 
