@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -85,8 +85,8 @@ __all__ = ["SqliteJournal", "Writer"]
 Writer = Literal["thread", "process"]
 
 _LOCK_WAIT = 2.0  # seconds to wait for a writer process finishing its last commit (see _lock)
-KINDS: Any = (DONE, FAILED, UNKNOWN)
-"""The mark kinds, as the writer process numbers them."""
+KINDS: Final = (DONE, FAILED, UNKNOWN)
+"""The mark kinds, numbered for the writer process by their place here."""
 
 
 class SqliteJournal:
@@ -124,8 +124,6 @@ class SqliteJournal:
                 f"commit_interval must be within 0..1 seconds, not {commit_interval!r}"
             )
         self.path = os.fspath(path)
-        self._synchronous = synchronous
-        self._writer_kind = writer
         self._process: ProcessWriter | None = None  # writer="process", once started
         self._max_batch = max_batch
         self._max_lazy_marks = max_lazy_marks
@@ -336,7 +334,7 @@ class SqliteJournal:
             self._start()
         self._lazy_marks += 1
         if self._process is not None:
-            self._process.mark(0 if kind is DONE else 1 if kind is FAILED else 2, row)
+            self._process.mark(KINDS.index(kind), row)
             return
         with self._lock:
             self._marks.append(row)
