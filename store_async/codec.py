@@ -756,22 +756,22 @@ def dumps(record: Any) -> bytes:
         raise ValidationError(f"{type(record).__name__} cannot be sent as JSON: {exc}") from None
 
 
-def loads(body: bytes | bytearray | memoryview | str, cls: type[T]) -> T:
-    """Parse a response body into ``cls``; raise only :class:`ResponseFormatError`."""
+def loads(data: bytes | bytearray | memoryview | str, cls: type[T]) -> T:
+    """Parse a response body, ``data``, into ``cls``; raise only :class:`ResponseFormatError`."""
     name = cls.__name__
-    if not isinstance(body, (bytes, bytearray, memoryview, str)):
-        raise ResponseFormatError(f"{name}: cannot read a body of type {type(body).__name__}")
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise ResponseFormatError(f"{name}: cannot read a body of type {type(data).__name__}")
     try:
-        data = orjson.loads(body)
+        parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         # exc.msg is orjson's description (no input text); the body itself is never quoted, as
         # it may hold a Store ID key.
         raise ResponseFormatError(
-            f"{name}: the body is not JSON ({exc.msg} at position {exc.pos} of {len(body)})"
+            f"{name}: the body is not JSON ({exc.msg} at position {exc.pos} of {len(data)})"
         ) from None
     except Exception as exc:  # e.g. MemoryError: keep the one-error-type promise
         raise ResponseFormatError(f"{name}: cannot parse the body ({type(exc).__name__})") from None
-    return structure(data, cls)
+    return structure(parsed, cls)
 
 
 def structure(data: Any, cls: type[T]) -> T:

@@ -870,3 +870,9 @@ def test_a_small_nested_record_fails_like_any_record(purchaser: Any, message: st
     assert failure(item_json(purchaser=purchaser), CollectionItem) == (
         f"CollectionItem: $.purchaser{message}"
     )
+
+
+def test_loads_takes_its_arguments_by_the_names_issue_14_gives_them() -> None:
+    """The contract is ``store_async.codec.loads(data: bytes, cls)``: by keyword as well."""
+    renewed = codec.loads(data=b'{"key": "eyJ-renewed"}', cls=KeyRenewalResponse)
+    assert renewed == KeyRenewalResponse(key="eyJ-renewed")
