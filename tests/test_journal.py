@@ -4,6 +4,7 @@ and typed errors for files that are not journals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import stat
@@ -595,6 +596,36 @@ async def test_a_process_journal_opened_and_closed_unused_stops_its_writer(path:
     assert journal._process is not None
     await asyncio.wait_for(journal.close(), timeout=30)
     assert journal._process._process.returncode == 0
+
+
+def _open_files(prefix: str) -> list[str]:
+    """The paths this process has open that start with ``prefix`` (Linux: /proc/self/fd)."""
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(prefix):
+                opened.append(target)
+    return sorted(opened)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+async def test_with_a_writer_process_this_process_holds_only_the_journals_lock(
+    path: Path,
+) -> None:
+    """The file is checked (or created) at open; then the writer process is the only one with
+    a SQLite connection: this process keeps just the locked descriptor (no idle connection,
+    no WAL or shared-memory file open here). The writer thread keeps its connection."""
+    async with SqliteJournal(path, writer="process") as journal:
+        await journal.begin_run()
+        await journal.claim(by_item("k1"))
+        assert _open_files(str(path)) == [str(path)]
+    assert _open_files(str(path)) == []
+    async with SqliteJournal(path, writer="thread") as journal:
+        await journal.begin_run()
+        await journal.claim(by_item("k2", "i2"))
+        assert _open_files(str(path)) == sorted([str(path)] * 2 + [f"{path}-shm", f"{path}-wal"])
+    assert _open_files(str(path)) == []
 
 
 async def test_the_writer_process_keeps_each_rows_beneficiary_when_its_table_starts_afresh(

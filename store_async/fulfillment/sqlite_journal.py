@@ -130,10 +130,14 @@ class SqliteJournal:
         self._commit_interval = commit_interval  # under load, seconds between commits at least
         self._lock_fd = _lock(self.path)
         try:
-            self._connection = connect(self.path, readonly=False, synchronous=synchronous)
+            connection = connect(self.path, readonly=False, synchronous=synchronous)
         except BaseException:
             os.close(self._lock_fd)
             raise
+        # The writer thread's connection. A writer process opens its own: this one only
+        # checked (or created) the file, and is closed at once (no idle connection, and the
+        # last close's WAL checkpoint then happens in the writer, not on the event loop).
+        self._connection: sqlite3.Connection | None = connection
         # What the writer thread takes at its next commit, in plain lists (no per-row
         # objects beyond each mark's parameter tuple), guarded by one lock.
         self._lock = threading.Lock()
@@ -153,8 +157,10 @@ class SqliteJournal:
         self._closed = False
         self._lazy_marks = 0  # marks queued but not yet committed (event-loop thread only)
         self._commits = 0
-        self._store = JournalStore(self._connection)  # writer-thread state
+        self._store = JournalStore(connection)  # writer-thread state
         if writer == "process":
+            connection.close()
+            self._connection = None
             try:
                 self._process = ProcessWriter(
                     self.path,
@@ -166,7 +172,6 @@ class SqliteJournal:
                     on_broken=self._writer_broken,
                 )
             except BaseException:
-                self._connection.close()
                 os.close(self._lock_fd)
                 raise
 
@@ -263,7 +268,8 @@ class SqliteJournal:
             elif self._thread is not None:
                 await asyncio.to_thread(self._thread.join)
         finally:
-            self._connection.close()
+            if self._connection is not None:
+                self._connection.close()
             os.close(self._lock_fd)  # after the connection: closing an fd drops POSIX locks
 
     # -- event-loop side ----------------------------------------------------------------------
@@ -413,6 +419,7 @@ class SqliteJournal:
                     )
                     self._broken = f"journal {self.path} could not be written: {detail}"
                     with contextlib.suppress(sqlite3.Error):
+                        assert self._connection is not None  # a writer thread has one
                         self._connection.execute("ROLLBACK")
             waiting = [*futures, *(waiter[2] for waiter in waiters)]
             if self._broken is not None:
@@ -431,9 +438,10 @@ class SqliteJournal:
         kinds: list[Any],
         waiters: list[tuple[int, Any, asyncio.Future[Any]]],
     ) -> list[Any]:
-        store = self._store
+        store, connection = self._store, self._connection
+        assert connection is not None  # a writer thread has one
         decide = (lambda now: store.claim_all(claims, now)) if claims else None
-        values = apply_batch(self._connection, store, decide, marks, kinds, waiters)
+        values = apply_batch(connection, store, decide, marks, kinds, waiters)
         self._commits += 1
         return values
 
