@@ -1,8 +1,12 @@
 """Journaled fulfillment vs the same Fulfiller with an in-memory journal vs a bare consume loop.
 
-1. Throughput. A minimal aiohttp.web server answering ``POST /v6.0/collections/consume`` with
-   204 runs in its own process (a server that costs next to nothing makes the client side the
-   bottleneck, the hardest case for the journal). In this process, on generated JSON Lines
+1. Throughput. A minimal server answering ``POST /v6.0/collections/consume`` with 204 runs in
+   its own process (a server that costs next to nothing makes the client side the bottleneck,
+   the hardest case for the journal): by default ``_consume_server.serve_raw``, an
+   ``asyncio.Protocol`` (~55 µs of CPU per call), or with ``--server aiohttp`` the aiohttp.web
+   server the other benchmarks use (~100 µs: on 2 cores it competes with the journal's writer
+   process for the core the client's loop leaves, which a remote Store never does). In this
+   process, on generated JSON Lines
    inputs of the same shape (``--lines``, default 30,000; Store ID keys of 1,100 characters like
    real ones), in rounds whose order rotates (a noisy moment of the shared machine should not
    always hit one contender):
@@ -32,6 +36,7 @@ Everything is written to a temporary directory removed at the end. Bounded by th
 
     .venv/bin/python benchmarks/bench_fulfillment.py [--lines 30000] [--rounds 3]
         [--concurrency 64] [--rss-lines 1000000] [--uvloop] [--gc-threshold N]
+        [--server raw|aiohttp]
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _consume_server import serve
+from _consume_server import serve, serve_raw
 
 from store_async import Endpoints, StaticTokenCredential, StoreClient
 from store_async.errors import StoreError
@@ -158,7 +163,9 @@ def _spread(values: list[float], unit: str = "") -> str:
     )
 
 
-async def throughput(directory: Path, lines: int, rounds: int, url: str, concurrency: int) -> None:
+async def throughput(
+    directory: Path, lines: int, rounds: int, url: str, concurrency: int, server: str
+) -> None:
     names = ("bare", "memory", "sqlite", "process")
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}  # µs per fulfillment
@@ -197,7 +204,7 @@ async def throughput(directory: Path, lines: int, rounds: int, url: str, concurr
                 source.unlink()
     print(
         f"{lines:,} fulfillments per run, concurrency {concurrency}, {rounds} rounds, "
-        f"collector threshold {gc.get_threshold()[0]}:"
+        f"collector threshold {gc.get_threshold()[0]}, {server} server:"
     )
     for name in names:
         print(f"  {name:<7} {_spread(rates[name], '/s')}; CPU {_spread(cpu[name], ' µs')}/line")
@@ -295,6 +302,12 @@ def main() -> None:
         help="the collector's first threshold for every contender (the CLI's: 10000; "
         "default: CPython's, 700)",
     )
+    parser.add_argument(
+        "--server",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="the consume server: an asyncio.Protocol (default) or aiohttp.web",
+    )
     parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -306,12 +319,15 @@ def main() -> None:
         directory = Path(name)
         if args.lines:
             port_queue: Any = multiprocessing.Queue()
-            server = multiprocessing.Process(target=serve, args=(port_queue,), daemon=True)
+            target = serve_raw if args.server == "raw" else serve
+            server = multiprocessing.Process(target=target, args=(port_queue,), daemon=True)
             server.start()
             try:
                 port = port_queue.get(timeout=30)
                 url = f"http://127.0.0.1:{port}"
-                work = throughput(directory, args.lines, args.rounds, url, args.concurrency)
+                work = throughput(
+                    directory, args.lines, args.rounds, url, args.concurrency, args.server
+                )
                 if args.uvloop:
                     import uvloop
 
